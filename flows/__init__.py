@@ -1,0 +1,1 @@
+"""Prefect flows and the `cordwatch` command line: thin wrappers over `pipelines`."""

@@ -1,0 +1,94 @@
+"""The `cordwatch` command line. Each command runs its stage as a Prefect flow (the same code `dvc repro` calls).
+
+Heavy imports (prefect, pipelines) happen inside the commands, after `pipelines.runtime.configure` has switched off
+telemetry and pointed tool state at the project: several of those libraries read their settings at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="cordwatch",
+    help="cordwatch: MLOps for AI detection of cervical spinal cord compression on sagittal T2 MRI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read.", dir_okay=False)]
+ProfileOpt = Annotated[
+    str | None, typer.Option("--profile", help="Override the profile in params.yaml (ci, demo, paper).")
+]
+
+
+def _setup(params_file: Path, profile: str | None):  # noqa: ANN202 - returns pipelines.config.Params, imported lazily
+    """Load params and configure the offline runtime; exit 2 with a readable message on bad params."""
+    from pipelines import runtime
+    from pipelines.config import ParamsError, load_params
+
+    try:
+        params = load_params(params_file, profile)
+    except ParamsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    runtime.configure(params.paths.state_dir)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return params
+
+
+@app.command()
+def synth(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.synth_dir).")] = None,
+) -> None:
+    """Generate the SYNTHETIC two-centre sagittal T2 DICOM cohort (phantoms, not patient data) for a profile."""
+    params = _setup(params_file, profile)
+    from flows.synth_flow import synth_flow
+
+    summary = synth_flow(params, out or params.paths.synth_dir)
+    typer.echo(summary.line())
+
+
+@app.command()
+def ingest(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    input_dir: Annotated[Path | None, typer.Option("--input", help="DICOM tree (default: ingest.input_dir).")] = None,
+    annotations: Annotated[
+        Path | None, typer.Option(help="Reader annotations CSV (default: ingest.annotations_csv).")
+    ] = None,
+    no_annotations: Annotated[bool, typer.Option(help="Ingest images only, ignoring any annotations file.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Output dataset folder (default: paths.ingested_dir).")] = None,
+) -> None:
+    """Ingest a DICOM tree: series rules, de-identification, normalised images, labels, manifest, quarantine."""
+    params = _setup(params_file, profile)
+    from flows.ingest_flow import ingest_flow
+    from pipelines.ingest import IngestInputError
+
+    src = input_dir or params.ingest.input_dir or params.paths.synth_dir / "dicom"
+    ann = None
+    if not no_annotations:
+        ann = annotations or params.ingest.annotations_csv
+        if ann is None and input_dir is None and (params.paths.synth_dir / "annotations.csv").is_file():
+            ann = params.paths.synth_dir / "annotations.csv"
+    try:
+        summary = ingest_flow(params, src, out or params.paths.ingested_dir, ann)
+    except IngestInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(summary.line())
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Drift features, Evidently reports and prospective evaluation (later issues)."""

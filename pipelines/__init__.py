@@ -1,0 +1,1 @@
+"""cordwatch domain logic: one module per pipeline stage, no orchestration imports."""
