@@ -22,7 +22,10 @@ class SynthResult:
 
     def line(self) -> str:
         c = self.cohort
-        sites = ", ".join(f"{k} {v}" for k, v in sorted(c.per_site.items()))
+        sites = ", ".join(
+            f"{site}: {v.get('patients', 0)} patients / {v.get('images', 0)} images"
+            for site, v in sorted(c.per_site.items())
+        )
         return (
             f"synth [{self.profile}]: SYNTHETIC phantom cohort, {c.n_patients} patients, {c.n_images} images "
             f"({sites}), {c.n_distractor_files} distractor files, {c.n_annotations} reader boxes "

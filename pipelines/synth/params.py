@@ -1,11 +1,12 @@
 """Typed parameters of the synthetic cohort generator (the `synth:` section of `params.yaml`).
 
-The defaults here equal `pipelines/synth/default_params.yaml`, which documents every key inline; a test keeps the
-two in step. Every model rejects unknown keys so a typo fails loudly instead of silently using a default.
+The defaults here equal the `synth:` block of `params.yaml`, which documents every key inline; a test keeps
+the two in step. Every model rejects unknown keys so a typo fails loudly instead of silently using a default.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -80,7 +81,6 @@ class SynthProfile(_Strict):
         return self
 
 
-
 class SliceParams(_Strict):
     """How many adjacent near-midline sagittal T2 slices each patient contributes (1-3)."""
 
@@ -117,7 +117,7 @@ class AnatomyParams(_Strict):
 
 
 class ReaderParams(_Strict):
-    """One simulated physician: how far boxes wander, which compressions are missed, how often normal is overcalled."""
+    """One simulated physician: box jitter, missed compressions, overcalled normal levels, skipped levels."""
 
     reader_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     level: Literal["expert", "mid", "junior"]
@@ -147,9 +147,9 @@ def _default_readers() -> list[ReaderParams]:
             ReaderParams(
                 reader_id=f"mid_{k}",
                 level="mid",
-                box_jitter=0.055,
-                miss_rate={"mild": 0.22, "moderate": 0.05, "severe": 0.0},
-                false_positive_rate=0.03,
+                box_jitter=0.09,
+                miss_rate={"mild": 0.20, "moderate": 0.04, "severe": 0.0},
+                false_positive_rate=0.012,
                 omit_rate=0.003,
             )
             for k in (1, 2)
@@ -158,10 +158,10 @@ def _default_readers() -> list[ReaderParams]:
             ReaderParams(
                 reader_id=f"junior_{k}",
                 level="junior",
-                box_jitter=0.08,
-                miss_rate={"mild": 0.40, "moderate": 0.12, "severe": 0.02},
-                false_positive_rate=0.06,
-                omit_rate=0.008,
+                box_jitter=0.10,
+                miss_rate={"mild": 0.27, "moderate": 0.06, "severe": 0.01},
+                false_positive_rate=0.018,
+                omit_rate=0.005,
             )
             for k in (1, 2)
         ),
@@ -295,16 +295,14 @@ def _default_profiles() -> dict[str, SynthProfile]:
     return {
         "ci": SynthProfile(patients={"dev": 10, "ext": 5}, images=None, matrix_scale=0.5),
         "demo": SynthProfile(patients={"dev": 130, "ext": 30}, images=None, matrix_scale=0.8),
-        "paper": SynthProfile(
-            patients={"dev": 641, "ext": 94}, images={"dev": 1256, "ext": 175}, matrix_scale=1.0
-        ),
+        "paper": SynthProfile(patients={"dev": 641, "ext": 94}, images={"dev": 1256, "ext": 175}, matrix_scale=1.0),
     }
 
 
 class SynthParams(_Strict):
     """The `synth:` section: seed, size profiles, sites and scanners, anatomy, readers and distractors."""
 
-    seed: int = 20260301
+    seed: int = Field(20260301, ge=0)
     profiles: dict[str, SynthProfile] = Field(default_factory=_default_profiles)
     sites: dict[str, SiteParams] = Field(default_factory=_default_sites)
     slices: SliceParams = Field(default_factory=SliceParams)
@@ -338,3 +336,19 @@ class SynthParams(_Strict):
             raise ValueError(
                 f"unknown synth profile {name!r}; available profiles: {', '.join(sorted(self.profiles))}"
             ) from None
+
+
+def load_synth_params(path: Path | None = None) -> SynthParams:
+    """Read synth params from a YAML file: params.yaml (its `synth:` section) or a bare synth block.
+
+    Args:
+        path: the file; None gives the defaults (equal to params.yaml's `synth:` block).
+    """
+    if path is None:
+        return SynthParams()
+    import yaml
+
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if isinstance(raw, dict) and isinstance(raw.get("synth"), dict):
+        raw = raw["synth"]
+    return SynthParams.model_validate(raw)

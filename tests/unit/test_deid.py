@@ -58,3 +58,25 @@ def test_scrub_and_leak_guard() -> None:
     assert deid.leaked(["hello CANARYID93417"], tokens) == ["CANARYID93417"]
     # UIDs are kept whole: their numeric parts are not tokens (they would match innocent numbers)
     assert not any(t.isdigit() and len(t) < 10 for t in tokens if t not in CANARY.values() and t != "19410923")
+
+
+def _comparable(ds) -> dict:
+    """Elements and values, with UIDs reduced to 'present' (the library replaces them with random ones)."""
+    return {int(e.tag): ("<uid>" if e.VR == "UI" else str(e.value)) for e in ds.iterall() if e.tag != 0x00120063}
+
+
+def test_present_tags_shortcut_equals_full_profile_table() -> None:
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    paths = [get_testdata_file(n, download=False) for n in ("MR_small.dcm", "CT_small.dcm", "rtplan.dcm")]
+    for make in [mr_dataset, *[(lambda p=p: dcmread(p)) for p in paths]]:
+        fast, full = make(), make()  # two independent reads: the profile mutates in place
+        before = _comparable(fast)
+        assert before == _comparable(full)
+        deid.apply_basic_profile(fast)
+        deid.apply_full_table(full)
+        for attr in ("PatientIdentityRemoved", "DeidentificationMethod"):
+            del fast[attr]
+        assert _comparable(fast) == _comparable(full)
+        assert _comparable(fast) != before  # the profile did change something

@@ -257,3 +257,18 @@ def test_process_pool_gives_the_same_dataset(params, tmp_path: Path) -> None:
     two = tmp_path / "two"
     run_ingest(p2, src, two)
     assert _tree_hashes(one) == _tree_hashes(two)
+
+
+def test_normalise_histogram_path_matches_percentile_window() -> None:
+    from pipelines.ingest.files import normalise
+
+    rng = np.random.default_rng(3)
+    arr = rng.integers(100, 3000, size=(128, 96)).astype(np.uint16)
+    fast = normalise(arr, (0.5, 99.5))
+    slow = normalise(arr.astype(np.float64), (0.5, 99.5))  # float input takes the np.percentile path
+    assert fast.dtype == np.uint8 and fast.shape == arr.shape
+    assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 2  # nearest-rank vs interpolated percentiles
+    assert fast.min() == 0 and fast.max() == 255
+    flat = normalise(np.full((40, 40), 7, np.uint16), (0.5, 99.5))
+    assert flat.dtype == np.uint8 and len(np.unique(flat)) == 1  # a blank image does not divide by zero
+    assert (normalise(arr, (0.5, 99.5), monochrome1=True) == 255 - fast).all()

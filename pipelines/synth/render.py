@@ -1,0 +1,430 @@
+"""Numpy renderer: spin-echo contrast from relaxation, the phantom on a pixel grid, and scanner effects.
+
+Tissue signal follows the spin-echo equation S = PD (1 - exp(-TR/T1)) exp(-TE/T2), so a vendor's TR/TE, the
+field strength (longer T1 at 3 T) and the T1-weighted distractor series all change contrast for physical
+reasons rather than by fiat. Shapes are drawn with signed distances and a one-pixel soft edge (partial
+volume), so a 256x256 image costs a few tens of milliseconds on one core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.synth.anatomy import N_DISCS, N_LEVELS, Anatomy, centerline, lateral_factor, protrusions
+
+# name: (proton density, T1 at 1.5 T ms, T1 at 3 T ms, T2 ms); fat and marrow use TSE's effective T2.
+TISSUES: dict[str, tuple[float, float, float, float]] = {
+    "csf": (1.00, 4000.0, 4300.0, 1800.0),
+    "cord": (0.70, 750.0, 1000.0, 78.0),
+    "edema": (0.85, 1400.0, 1700.0, 170.0),
+    "nucleus": (0.85, 1100.0, 1250.0, 125.0),
+    "annulus": (0.50, 900.0, 1000.0, 32.0),
+    "marrow": (0.80, 550.0, 650.0, 80.0),
+    "cortex": (0.12, 800.0, 900.0, 12.0),
+    "fat": (0.90, 260.0, 380.0, 150.0),
+    "muscle": (0.70, 870.0, 1400.0, 42.0),
+    "brain": (0.80, 1000.0, 1300.0, 90.0),
+    "air": (0.0, 1000.0, 1000.0, 1.0),
+}
+CSF_REF = 0.55  # CSF signal of the reference T2 protocol; noise sigma is expressed against it
+
+
+def tissue_signal(tr_ms: float, te_ms: float, field_strength: float) -> dict[str, float]:
+    """Noise-free spin-echo signal of every tissue for a protocol.
+
+    Args:
+        tr_ms: repetition time.
+        te_ms: echo time.
+        field_strength: 1.5 or 3.0 (selects the T1 column).
+    """
+    col = 2 if field_strength >= 2.0 else 1
+    out = {}
+    for name, row in TISSUES.items():
+        pd, t1, t2 = row[0], row[col], row[3]
+        out[name] = float(pd * (1.0 - np.exp(-tr_ms / t1)) * np.exp(-te_ms / t2))
+    return out
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where one image sits: matrix, pixel size, patient positioning in the FOV, and lateral offset.
+
+    Attributes:
+        rows, cols: matrix.
+        ps: pixel spacing, mm (square pixels).
+        theta: in-plane rotation of the anatomy, radians.
+        shift_a, shift_s: anatomy offset (anterior-posterior, superior-inferior) from the FOV centre, mm.
+        x_lat: distance of the slice from the patient's mid-sagittal plane, mm.
+    """
+
+    rows: int
+    cols: int
+    ps: float
+    theta: float
+    shift_a: float
+    shift_s: float
+    x_lat: float
+
+
+def _grid(g: SliceGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Anatomical (a, s) mm coordinates of every pixel centre."""
+    u = ((np.arange(g.cols, dtype=np.float32) + 0.5 - g.cols / 2) * g.ps)[None, :]
+    v = ((np.arange(g.rows, dtype=np.float32) + 0.5 - g.rows / 2) * g.ps)[:, None]
+    c, s = np.float32(np.cos(g.theta)), np.float32(np.sin(g.theta))
+    return c * u - s * v + np.float32(g.shift_a), s * u + c * v + np.float32(g.shift_s)
+
+
+def spine_frame(anat: Anatomy, a: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map anatomical coordinates to the spine frame (t, d) by Gauss-Newton foot-point iterations."""
+    t = s.astype(np.float32, copy=True)
+    for _ in range(3):
+        c, dc = centerline(anat, t)
+        t = t + ((a - c) * dc + (s - t)) / (1.0 + dc * dc)
+    c, dc = centerline(anat, t)
+    d = ((a - c) - dc * (s - t)) / np.sqrt(1.0 + dc * dc)
+    return t.astype(np.float32), d.astype(np.float32)
+
+
+def frame_to_pixels(anat: Anatomy, g: SliceGeometry, t: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inverse of `spine_frame` + `_grid`: spine-frame points to pixel (x, y), edges at integers."""
+    c, dc = centerline(anat, t)
+    n = 1.0 / np.sqrt(1.0 + dc * dc)
+    a = c + d * n - g.shift_a
+    s = t - d * dc * n - g.shift_s
+    cs, sn = np.cos(g.theta), np.sin(g.theta)
+    u = cs * a + sn * s
+    v = -sn * a + cs * s
+    return u / g.ps + g.cols / 2.0, v / g.ps + g.rows / 2.0
+
+
+def _sig(x: np.ndarray | float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float32)))
+
+
+class _Canvas:
+    """Float image with soft-edged painting from signed distances (mm, negative inside)."""
+
+    def __init__(self, shape: tuple[int, int], ps: float, values: dict[str, float]) -> None:
+        self.img = np.zeros(shape, dtype=np.float32)
+        self.k = np.float32(1.0 / ps)
+        self.v = values
+
+    def alpha(self, sdf: np.ndarray) -> np.ndarray:
+        return np.clip(np.float32(0.5) - sdf * self.k, 0.0, 1.0)
+
+    def paint(self, sdf: np.ndarray, tissue: str | np.ndarray, weight: np.ndarray | float = 1.0) -> None:
+        val = self.v[tissue] if isinstance(tissue, str) else tissue
+        al = self.alpha(sdf)
+        if not np.isscalar(weight) or weight != 1.0:
+            al = al * weight
+        self.img += al * (val - self.img)
+
+
+def _rrect(
+    t: np.ndarray, d: np.ndarray, ct: np.ndarray, cd: np.ndarray, ht: np.ndarray, hd: np.ndarray, r: float
+) -> np.ndarray:
+    """Signed distance to a rounded rectangle (centre ct, cd; half sizes ht, hd; corner radius r)."""
+    qx = np.abs(t - ct) - (ht - r)
+    qy = np.abs(d - cd) - (hd - r)
+    out = np.hypot(np.maximum(qx, 0.0), np.maximum(qy, 0.0)) + np.minimum(np.maximum(qx, qy), 0.0) - r
+    return out.astype(np.float32, copy=False)
+
+
+def _ellipse(t: np.ndarray, d: np.ndarray, ct: float, cd: float, rt: float, rd: float) -> np.ndarray:
+    """Approximate signed distance to an ellipse (exact on the axes, good enough for soft edges)."""
+    q = np.sqrt(((t - ct) / rt) ** 2 + ((d - cd) / rd) ** 2)
+    return ((q - 1.0) * min(rt, rd)).astype(np.float32, copy=False)
+
+
+def _bone(cv: _Canvas, sdf: np.ndarray, weight: np.ndarray | float = 1.0, cortex_mm: float = 1.0) -> None:
+    """Cortical shell (dark) with marrow inside, from one signed distance."""
+    cv.paint(sdf, "cortex", weight)
+    cv.paint(sdf + np.float32(cortex_mm), "marrow", weight)
+
+
+def canal_profile(anat: Anatomy, t: np.ndarray | float, x_lat: float) -> tuple[np.ndarray, np.ndarray]:
+    """Canal and cord half AP diameters along `t` on a slice `x_lat` mm off the midline.
+
+    The canal widens at C1-C2 and into the cisterns above the foramen magnum; the cord widens into the
+    medulla.
+    """
+    t = np.asarray(t, dtype=np.float32)
+    canal = (
+        anat.canal_r
+        * lateral_factor(x_lat, 12.0)
+        * (1.0 + 0.25 * _sig((anat.body_bot[1] - t) / 6.0) + 0.5 * _sig((anat.t_fm - t) / 6.0))
+    )
+    cord = anat.cord_r * lateral_factor(x_lat, 6.5) * (1.0 + 0.7 * _sig((anat.t_fm - 10.0 - t) / 6.0))
+    return canal.astype(np.float32), cord.astype(np.float32)
+
+
+def _disc_profile(
+    t: np.ndarray, kd: np.ndarray, anat: Anatomy, amp: np.ndarray, widen: float, power: np.ndarray
+) -> np.ndarray:
+    """Protrusion (mm) along t from the nearest disc's amplitude: Gaussian (power 2) or flat-top (4)."""
+    # Gather from float32 copies of the per-disc tables: casting 8 values beats casting a whole image.
+    z = (
+        np.abs(t - anat.disc_t.astype(np.float32)[kd])
+        / ((anat.disc_h / 2.0 + 0.5 * anat.bulge_w + widen).astype(np.float32)[kd])
+    )
+    z = z * z
+    z = np.where((power == 4.0)[kd], z * z, z)
+    return amp.astype(np.float32)[kd] * np.exp(-z)
+
+
+def render_sagittal(anat: Anatomy, g: SliceGeometry, values: dict[str, float]) -> np.ndarray:
+    """Noise-free sagittal image (float32, signal units) of one slice.
+
+    Args:
+        anat: the patient.
+        g: pixel grid, positioning and lateral offset.
+        values: tissue signals from `tissue_signal` (T2 for the labelled series, T1 for a distractor).
+    """
+    a, s = _grid(g)
+    t, d = spine_frame(anat, a, s)
+    cv = _Canvas(t.shape, g.ps, values)
+    midline = 0.35 + 0.65 * float(np.exp(-((g.x_lat / 4.0) ** 2)))  # spinous processes are midline structures
+    t_c2 = float(anat.body_bot[1])
+    t_t1 = float(anat.body_bot[7])
+    ant_ref = -anat.canal_r - 16.0 - 4.0 * _sig((t - float(anat.disc_t[4])) / 20.0)  # anterior vertebral line
+
+    # Neck and head outline: fat under the skin, muscle inside.
+    d_post = anat.neck_post + 22.0 * _sig((anat.t_fm - t) / 12.0) + 10.0 * _sig((t - t_t1) / 15.0)
+    d_ant = ant_ref - anat.prevert - 42.0 - 45.0 * _sig((t_c2 - 10.0 - t) / 10.0)
+    outline = np.maximum(d - d_post, d_ant - d)
+    cv.paint(outline, "fat")
+    cv.paint(np.maximum(d - (d_post - 8.0), (d_ant + 5.0) - d), "muscle")
+    streak = np.abs(d - (38.0 + 8.0 * np.sin(t / 23.0))) - 0.8  # an intermuscular fat plane
+    cv.paint(np.maximum(streak, outline + 14.0), "fat", 0.6)
+
+    # Posterior fossa: occipital bone shell, cerebellum/brain inside.
+    ct_h, cd_h = anat.t_fm - 34.0, 14.0
+    _bone(cv, _ellipse(t, d, ct_h, cd_h, 40.0, 47.0), 1.0, cortex_mm=2.0)
+    cv.paint(_ellipse(t, d, ct_h, cd_h, 35.0, 42.0), "brain")
+
+    # Airway (naso/oropharynx, larynx, trachea) in front of the prevertebral soft tissue.
+    air_post = ant_ref - anat.prevert - 8.0 * _sig((t - float(anat.disc_t[2])) / 6.0)
+    cv.paint(np.maximum(d - air_post, (air_post - 14.0) - d), "air")
+
+    canal, cord = canal_profile(anat, t, g.x_lat)
+
+    # Posterior elements: lamina + spinous process of C2..T3, indexed on a sheared t to keep each in its band.
+    centres = (anat.body_top[1:] + anat.body_bot[1:]) / 2.0
+    t_shear = t - 0.45 * np.maximum(d - canal, 0.0)
+    mids = ((centres[:-1] + centres[1:]) / 2.0).astype(np.float32)
+    kp = np.clip(np.searchsorted(mids, t_shear), 0, len(centres) - 1)
+    length = np.array([30.0, 22.0, 22.0, 24.0, 28.0, 38.0, 40.0, 40.0, 40.0], dtype=np.float32)[kp]
+    phi = np.deg2rad(np.array([15.0, 25.0, 25.0, 27.0, 30.0, 32.0, 40.0, 45.0, 45.0], dtype=np.float32))[kp]
+    t0 = centres.astype(np.float32)[kp] + 1.0
+    dd = d - (canal + 1.0)
+    tt = t - t0
+    lam = dd * np.cos(phi) + tt * np.sin(phi)
+    mu = -dd * np.sin(phi) + tt * np.cos(phi)
+    half = 4.5 - 1.5 * np.clip(lam / length, 0.0, 1.0)
+    sp = np.maximum(np.maximum(-lam, lam - length), np.abs(mu) - half)
+    _bone(cv, sp, midline)
+
+    # Discs fill the anterior column; their posterior margin is the (possibly protruding) anterior canal wall.
+    ant_amp, post_amp = protrusions(anat, *canal_profile(anat, anat.disc_t, g.x_lat))
+    bounds = centres[1:-1]  # disc k sits between body centres k+1 and k+2
+    kd = np.clip(np.searchsorted(bounds.astype(np.float32), t), 0, N_DISCS - 1)
+    mech = [anat.mechanism[k] if k < N_LEVELS else "none" for k in range(N_DISCS)]
+    power = np.array([4.0 if m == "osteophyte" else 2.0 for m in mech])
+    p_ant = _disc_profile(t, kd, anat, ant_amp, 0.0, power)
+    p_post = _disc_profile(t, kd, anat, post_amp, 2.0, np.full(N_DISCS, 2.0))
+    wall_ant = -canal + p_ant
+    wall_post = canal - p_post
+    in_col = np.maximum(anat.body_bot[1] - t, t - anat.body_top[-1]).astype(np.float32)
+    disc_sdf = np.maximum(np.maximum(d - wall_ant, (ant_ref + 1.5) - d), in_col)
+    cv.paint(disc_sdf, "annulus")
+    deg = anat.degeneration.astype(np.float32)[kd]
+    nucleus_val = (1.0 - deg) * values["nucleus"] + deg * values["annulus"] * 1.3
+    dz = anat.disc_t.astype(np.float32)[kd]
+    nuc = (
+        np.sqrt(
+            ((t - dz) / (anat.disc_h.astype(np.float32)[kd] * 0.32)) ** 2 + ((d - (ant_ref - canal) / 2.0) / 5.5) ** 2
+        )
+        - 1.0
+    )
+    cv.paint(np.maximum(nuc * 2.0, in_col), nucleus_val)
+
+    # Vertebral bodies (and dens), nearest body by t.
+    b_bounds = np.concatenate(
+        ([(anat.body_bot[0] + anat.body_top[1]) / 2.0], (anat.body_bot[1:-1] + anat.body_top[2:]) / 2.0)
+    )
+    kb = np.searchsorted(b_bounds.astype(np.float32), t)
+    ctb = ((anat.body_top + anat.body_bot) / 2.0).astype(np.float32)[kb]
+    htb = ((anat.body_bot - anat.body_top) / 2.0).astype(np.float32)[kb]
+    hdb = (anat.body_depth / 2.0).astype(np.float32)[kb]
+    cdb = -canal - hdb - 0.3
+    _bone(cv, _rrect(t, d, ctb, cdb, htb, hdb, 2.5))
+    # C1: anterior arch in front of the dens, posterior arch behind the canal.
+    tc1 = float(anat.body_top[0]) + 7.0
+    _bone(cv, _ellipse(t, d, tc1, -anat.canal_r * 1.5 - anat.body_depth[0] - 6.0, 5.5, 3.8))
+    _bone(cv, _ellipse(t, d, tc1 + 1.0, anat.canal_r * 1.5 + 7.0, 5.0, 4.5), midline)
+    # Clivus: a bar running up and forward from the basion.
+    ang = np.deg2rad(32.0)
+    tb, db = anat.t_fm - 1.0, -anat.canal_r * 1.5 - 4.0
+    lam = -(t - tb) * np.cos(ang) - (d - db) * np.sin(ang)
+    mu = (t - tb) * np.sin(ang) - (d - db) * np.cos(ang)
+    _bone(cv, np.maximum(np.maximum(-lam, lam - 45.0), np.abs(mu) - 5.0), 1.0, cortex_mm=1.2)
+
+    # Canal: CSF between the walls, protrusion material in front, ligamentum flavum behind, then the cord.
+    ostep = np.array([1.0 if m == "osteophyte" else 0.0 for m in mech], dtype=np.float32)[kd]
+    # Herniated disc is darker than a healthy nucleus but not as dark as bone; osteophytes are cortical bone.
+    prot_val = ostep * values["cortex"] + (1.0 - ostep) * (0.6 * values["annulus"] + 0.4 * values["nucleus"])
+    top = (anat.t_fm - 60.0) - t  # the canal continues into the cisterns above the foramen magnum
+    cv.paint(np.maximum(np.maximum(wall_ant - d, d - wall_post), top), "csf")
+    cv.paint(np.maximum(np.maximum(d - wall_ant, -canal - 1.5 - d), in_col + 2.0), prot_val)
+    lf_band = np.abs(t - dz) - (anat.disc_h.astype(np.float32)[kd] / 2.0 + 4.0)
+    cv.paint(np.maximum(np.maximum(wall_post - d, d - (canal + 2.5)), np.maximum(lf_band, in_col)), "cortex")
+    cord_ant = np.maximum(anat.cord_c - cord, wall_ant)
+    cord_post = np.minimum(anat.cord_c + cord, wall_post)
+    cv.paint(np.maximum(np.maximum(cord_ant - d, d - cord_post), top), "cord")
+
+    # Intramedullary T2 hyperintensity at severe levels.
+    canal_k, cord_k = canal_profile(anat, anat.disc_t, g.x_lat)
+    for k in range(N_LEVELS):
+        if anat.edema_len[k] > 0:
+            c_a = max(anat.cord_c - float(cord_k[k]), -float(canal_k[k]) + float(ant_amp[k]))
+            c_p = min(anat.cord_c + float(cord_k[k]), float(canal_k[k]) - float(post_amp[k]))
+            half_ap = max(0.3 * (c_p - c_a), 0.8)
+            cv.paint(
+                _ellipse(t, d, float(anat.disc_t[k]), (c_a + c_p) / 2.0, float(anat.edema_len[k]), half_ap),
+                "edema",
+            )
+    return cv.img
+
+
+def _blur(img: np.ndarray, w: float) -> np.ndarray:
+    """Separable 3-tap blur [w, 1-2w, w]: vendors' reconstruction filters differ in sharpness."""
+    if w <= 0:
+        return img
+    out = img * np.float32(1.0 - 2.0 * w)
+    out[1:, :] += np.float32(w) * img[:-1, :]
+    out[:-1, :] += np.float32(w) * img[1:, :]
+    out[0, :] += np.float32(w) * img[0, :]
+    out[-1, :] += np.float32(w) * img[-1, :]
+    res = out * np.float32(1.0 - 2.0 * w)
+    res[:, 1:] += np.float32(w) * out[:, :-1]
+    res[:, :-1] += np.float32(w) * out[:, 1:]
+    res[:, 0] += np.float32(w) * out[:, 0]
+    res[:, -1] += np.float32(w) * out[:, -1]
+    return res
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Per-series scanner effects.
+
+    Attributes:
+        blur: 3-tap blur weight.
+        bias: six coefficients of the log bias field (x, y, xy, x^2, y^2, coil fall-off).
+        bias_strength: overall scale of the log bias field.
+        sigma: Gaussian sigma of each quadrature channel, in signal units (Rician magnitude noise).
+        scale: signal-to-stored-value factor (vendor and receiver gain).
+    """
+
+    blur: float
+    bias: tuple[float, ...]
+    bias_strength: float
+    sigma: float
+    scale: float
+
+
+def acquire(img: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
+    """Apply blur, bias field and Rician noise, and quantise to 12-bit unsigned (uint16 storage)."""
+    rows, cols = img.shape
+    x = np.linspace(-1.0, 1.0, cols, dtype=np.float32)[None, :]
+    y = np.linspace(-1.0, 1.0, rows, dtype=np.float32)[:, None]
+    b = acq.bias
+    # Posterior spine coil: signal falls off anteriorly (to the image left), plus smooth B1 inhomogeneity.
+    log_b = (b[0] * x + b[1] * y + b[2] * x * y + b[3] * (x * x - 0.33) + b[4] * (y * y - 0.33)) + b[5] * (x - 1.0)
+    field = np.exp(np.float32(acq.bias_strength) * log_b).astype(np.float32)
+    sig = _blur(img, acq.blur) * field
+    n1 = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(acq.sigma)
+    n2 = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(acq.sigma)
+    mag = np.sqrt((sig + n1) ** 2 + n2 * n2) * np.float32(acq.scale)
+    return np.clip(np.rint(mag), 0, 4095).astype(np.uint16)
+
+
+def sample_acquisition(
+    rng: np.random.Generator, *, blur: float, bias_strength: float, snr: float, voxel_mm3: float, scale: float
+) -> Acquisition:
+    """Draw one series' bias field, noise level and gain around a scanner's nominal values."""
+    ref_voxel = 0.75 * 0.75 * 3.0
+    snr_eff = snr * (voxel_mm3 / ref_voxel) ** 0.5 * rng.uniform(0.85, 1.15)
+    bias = (*(float(v) for v in rng.normal(0.0, 0.5, 5)), float(rng.uniform(0.3, 0.7)))
+    return Acquisition(
+        blur=blur,
+        bias=bias,
+        bias_strength=bias_strength,
+        sigma=CSF_REF / snr_eff,
+        scale=scale * float(rng.uniform(0.9, 1.1)),
+    )
+
+
+def level_boxes(anat: Anatomy, g: SliceGeometry) -> np.ndarray:
+    """Pixel boxes (x_min, y_min, x_max, y_max; edges at integers) around the canal at each labelled level.
+
+    A box spans the disc height plus 2.5 mm above and below, and the canal plus 2.5 mm each side (the
+    posterior disc margin in front, the ligamentum flavum behind), mapped exactly through the curved frame and
+    rotation. Boxes are clipped to the image; a row of NaN marks a level that is mostly outside it.
+    """
+    out = np.full((N_LEVELS, 4), np.nan)
+    edge = np.linspace(0.0, 1.0, 5)
+    for k in range(N_LEVELS):
+        tk, hk = float(anat.disc_t[k]), float(anat.disc_h[k])
+        canal, _ = canal_profile(anat, tk, g.x_lat)
+        t0, t1 = tk - hk / 2.0 - 2.5, tk + hk / 2.0 + 2.5
+        d0, d1 = -float(canal) - 2.5, float(canal) + 2.5
+        ts = np.concatenate([t0 + (t1 - t0) * edge, np.full(5, t1), t1 - (t1 - t0) * edge, np.full(5, t0)])
+        ds = np.concatenate([np.full(5, d0), d0 + (d1 - d0) * edge, np.full(5, d1), d1 - (d1 - d0) * edge])
+        x, y = frame_to_pixels(anat, g, ts, ds)
+        raw = np.array([x.min(), y.min(), x.max(), y.max()])
+        clip = np.array([max(raw[0], 0.0), max(raw[1], 0.0), min(raw[2], g.cols), min(raw[3], g.rows)])
+        area_raw = (raw[2] - raw[0]) * (raw[3] - raw[1])
+        area = max(clip[2] - clip[0], 0.0) * max(clip[3] - clip[1], 0.0)
+        if area >= 0.6 * area_raw:
+            out[k] = clip
+    return out
+
+
+def render_axial(anat: Anatomy, level: int, rows: int, cols: int, ps: float, values: dict[str, float]) -> np.ndarray:
+    """Noise-free axial slice through one disc level (a distractor series: never annotated).
+
+    Image x runs patient right-to-left, y anterior-to-posterior, canal centre a little behind the FOV centre.
+    """
+    x = ((np.arange(cols, dtype=np.float32) + 0.5 - cols / 2) * ps)[None, :]
+    y = ((np.arange(rows, dtype=np.float32) + 0.5 - rows / 2) * ps)[:, None] - 8.0
+    x, y = np.broadcast_to(x, (rows, cols)), np.broadcast_to(y, (rows, cols))
+    cv = _Canvas((rows, cols), ps, values)
+    canal, cord = float(anat.canal_r), float(anat.cord_r)
+    ant_amp, post_amp = protrusions(anat, np.full(N_DISCS, canal), np.full(N_DISCS, cord))
+    depth = float(anat.body_depth[level + 2])
+    cv.paint(_ellipse(x, y, 0.0, 5.0, 58.0, 66.0), "fat")
+    cv.paint(_ellipse(x, y, 0.0, 5.0, 51.0, 58.0), "muscle")
+    cv.paint(_ellipse(x, y, 0.0, -canal - depth - anat.prevert - 14.0, 9.0, 7.0), "air")
+    # Vertebral body / disc: annulus ring with a nucleus whose brightness follows degeneration.
+    cy = -canal - depth / 2.0
+    cv.paint(_ellipse(x, y, 0.0, cy, 11.0 + depth / 4.0, depth / 2.0), "annulus")
+    deg = float(anat.degeneration[level])
+    nuc_val = np.float32((1 - deg) * values["nucleus"] + deg * values["annulus"] * 1.3)
+    cv.paint(_ellipse(x, y, 0.0, cy, 6.0, depth / 4.0), nuc_val)
+    # Laminae and spinous process behind the canal.
+    for side in (-1.0, 1.0):
+        ang = np.deg2rad(35.0) * side
+        lam = (x - side * 10.0) * np.sin(ang) + (y - canal) * np.cos(ang)
+        mu = (x - side * 10.0) * np.cos(ang) - (y - canal) * np.sin(ang)
+        _bone(cv, np.maximum(np.maximum(-lam, lam - 14.0), np.abs(mu) - 2.5))
+    _bone(cv, _rrect(x, y, 0.0, canal + 22.0, 3.0, 12.0, 1.5))
+    # Canal: CSF ellipse narrowed by the level's protrusions, then the cord.
+    wall_a, wall_p = -canal + float(ant_amp[level]), canal - float(post_amp[level])
+    csf = np.maximum(_ellipse(x, y, 0.0, 0.0, 12.0, canal), np.maximum(wall_a - y, y - wall_p))
+    cv.paint(csf, "csf")
+    c_a = max(anat.cord_c - cord, wall_a)
+    c_p = min(anat.cord_c + cord, wall_p)
+    cv.paint(_ellipse(x, y, 0.0, (c_a + c_p) / 2.0, 6.5, max((c_p - c_a) / 2.0, 0.8)), "cord")
+    return cv.img
