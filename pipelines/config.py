@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -93,6 +93,17 @@ class IngestParams(StrictModel):
     retries: int = Field(2, ge=0)
     retry_delay_s: float = Field(1.0, ge=0)
 
+    # Keys that change how a run executes but never what it writes: left out of the output-settings hash, so
+    # resuming with another worker count still reuses finished files.
+    EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"input_dir", "annotations_csv", "workers", "retries", "retry_delay_s"}
+    )
+
+    def output_hash(self) -> str:
+        """Stable short hash of the settings that shape the ingested dataset."""
+        dumped = self.model_dump(mode="json", exclude=set(self.EXECUTION_ONLY))
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
 
 class Params(StrictModel):
     """The whole of `params.yaml`."""
@@ -108,11 +119,6 @@ class Params(StrictModel):
             return self
         self.synth.profile(profile)  # raises with the list of known profiles
         return self.model_copy(update={"profile": profile})
-
-    def section_hash(self, *sections: str) -> str:
-        """Stable short hash of some sections, to key caches and journals on the settings that shaped them."""
-        dumped = {name: getattr(self, name).model_dump(mode="json") for name in sections}
-        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class ParamsError(ValueError):

@@ -249,7 +249,7 @@ def run_ingest(
         retry_delay_s=cfg.retry_delay_s,
     )
     # The key is part of the journal's settings hash via a digest, so a new key re-derives every pseudonym.
-    settings_hash = params.section_hash("ingest") + pseudo.source("journal-key-check")[1:9]
+    settings_hash = cfg.output_hash() + pseudo.source("journal-key-check")[1:9]
     journal = Journal(state / "journal.jsonl", settings_hash)
 
     paths = iter_files(input_dir)
