@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.contracts import CLASS_NAMES
 from pipelines.synth.params import SynthParams, load_synth_params
 from pipelines.synth.readers import ANNOTATION_HEADER
 
-CLASS_NAMES: tuple[str, ...] = ("normal", "compression")
 IOU_THRESHOLD = 0.5
 _BOX = ["x_min", "y_min", "x_max", "y_max"]
 

@@ -11,8 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipelines.contracts import SEVERITIES
+
 LEVEL_NAMES: tuple[str, ...] = ("C2-3", "C3-4", "C4-5", "C5-6", "C6-7", "C7-T1")
-SEVERITY_NAMES: tuple[str, ...] = ("none", "mild", "moderate", "severe")
+SEVERITY_NAMES: tuple[str, ...] = SEVERITIES
 Severity = Literal["mild", "moderate", "severe"]
 
 

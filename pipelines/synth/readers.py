@@ -11,19 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipelines.contracts import ANNOTATION_COLUMNS, OPTIONAL_ANNOTATION_COLUMNS
 from pipelines.synth.params import ReaderParams
 
-ANNOTATION_HEADER: tuple[str, ...] = (
-    "sop_instance_uid",
-    "reader_id",
-    "reader_level",
-    "label",
-    "x_min",
-    "y_min",
-    "x_max",
-    "y_max",
-    "severity",
-)
+# The annotations.csv contract (DESIGN.md), severity included.
+ANNOTATION_HEADER: tuple[str, ...] = (*ANNOTATION_COLUMNS, *OPTIONAL_ANNOTATION_COLUMNS)
 
 
 def _jitter(box: np.ndarray, frac: float, rng: np.random.Generator, cols: int, rows: int) -> np.ndarray:
