@@ -1,6 +1,6 @@
 """Ingest throughput against a bare pydicom loop, and peak memory at N and 10 x N files.
 
-    .venv/bin/python benchmarks/ingest.py            # N = 200 (and 2,000 for the memory check)
+    .venv/bin/python benchmarks/ingest.py            # N = 500 (and 5,000 for the memory check)
     .venv/bin/python benchmarks/ingest.py --n 100 --matrix 256
 
 Baseline: `pydicom.dcmread` + `pixel_array` on the same files in one process, nothing else. cordwatch ingest does
@@ -109,7 +109,7 @@ def _child(mode: str, src: Path, work: Path) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=200, help="files in the throughput run (memory also at 10 x N)")
+    ap.add_argument("--n", type=int, default=500, help="files in the throughput run (memory also at 10 x N)")
     ap.add_argument("--matrix", type=int, default=320, help="image matrix (pixels a side)")
     ap.add_argument("--repeats", type=int, default=2, help="throughput runs of each side; the best is kept")
     ap.add_argument("--syntaxes", default="explicit,j2k", help=f"comma list of transfer syntaxes: {list(SYNTAXES)}")
