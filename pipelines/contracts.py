@@ -19,6 +19,27 @@ ANNOTATION_COLUMNS: tuple[str, ...] = (
 )
 OPTIONAL_ANNOTATION_COLUMNS: tuple[str, ...] = ("severity",)
 
+# Columns of the ingested tables (DESIGN.md data contracts), in file order.
+IMAGE_COLUMNS: tuple[str, ...] = (
+    "image_id", "patient_key", "study_key", "series_key", "site", "manufacturer", "model", "field_strength",
+    "pixel_spacing_row", "pixel_spacing_col", "slice_thickness", "repetition_time", "echo_time", "rows", "columns",
+    "series_description", "transfer_syntax", "study_year", "is_synthetic", "image_sha256", "image_path",
+)  # fmt: skip
+ANNOTATION_TABLE_COLUMNS: tuple[str, ...] = (
+    "image_id", "patient_key", "reader_id", "reader_level", "label", "class_id",
+    "x_min", "y_min", "x_max", "y_max", "severity",
+)  # fmt: skip
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "source_id",
+    "status",
+    "reason",
+    "detail",
+    "image_id",
+    "sha256",
+    "size_bytes",
+)
+
 # Ingested dataset layout, relative to the ingested directory.
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.contracts import ANNOTATION_COLUMNS, CLASS_IDS, READER_LEVELS, SEVERITIES
+from pipelines.contracts import ANNOTATION_COLUMNS, ANNOTATION_TABLE_COLUMNS, CLASS_IDS, READER_LEVELS, SEVERITIES
 
 ANN_MISSING_COLUMNS = "annotation_missing_columns"
 ANN_MALFORMED = "annotation_malformed"
@@ -103,11 +103,7 @@ def check_annotations(
         )
         if reason is None and row is not None:
             accepted.append(row)
-    columns = [
-        "image_id", "patient_key", "reader_id", "reader_level", "label", "class_id",
-        "x_min", "y_min", "x_max", "y_max", "severity",
-    ]  # fmt: skip
-    table = pd.DataFrame(accepted, columns=columns)
+    table = pd.DataFrame(accepted, columns=list(ANNOTATION_TABLE_COLUMNS))
     table = table.sort_values(["image_id", "reader_id", "x_min", "y_min", "x_max", "y_max", "label"], kind="stable")
     return AnnotationResult(table.reset_index(drop=True), manifest)
 

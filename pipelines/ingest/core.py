@@ -29,10 +29,13 @@ import pandas as pd
 
 from pipelines.config import Params
 from pipelines.contracts import (
+    ANNOTATION_TABLE_COLUMNS,
     ANNOTATIONS_TABLE,
+    IMAGE_COLUMNS,
     IMAGES_DIR,
     IMAGES_TABLE,
     LABELS_DIR,
+    MANIFEST_COLUMNS,
     MANIFEST_TABLE,
     SUMMARY_FILE,
 )
@@ -165,15 +168,15 @@ class Journal:
         self._fh.write(json.dumps({**outcome.to_json(), "settings": self.settings_hash}) + "\n")
         self._fh.flush()
 
-    def rewrite(self, outcomes: list[FileOutcome]) -> None:
-        """Compact to exactly the current outcomes (drops stale and superseded lines)."""
-        self._fh.close()
+    def compact(self, outcomes: list[FileOutcome]) -> None:
+        """Close, then rewrite the file as exactly the current outcomes (drops stale and superseded lines)."""
+        self.close()
         body = "".join(json.dumps({**o.to_json(), "settings": self.settings_hash}) + "\n" for o in outcomes)
         write_atomic(self.path, body.encode())
-        self._fh = self.path.open("a", encoding="utf-8")
 
     def close(self) -> None:
-        self._fh.close()
+        if not self._fh.closed:
+            self._fh.close()
 
 
 def _process_all(paths: list[Path], root: Path, settings: FileSettings, workers: int) -> Iterator[FileOutcome]:
@@ -289,14 +292,13 @@ def run_ingest(
                 progress(done, total)
     finally:
         journal.close()
-
-    journal = Journal(state / "journal.jsonl", settings_hash)
-    journal.rewrite([outcomes[i] for i in range(total)])  # raw outcomes: duplicates are decided afresh each run
-    journal.close()
+    journal.compact([outcomes[i] for i in range(total)])  # raw outcomes: duplicates are decided afresh each run
     ordered = _mark_duplicates([outcomes[i] for i in range(total)])
 
     ok = [o for o in ordered if o.status == "ok"]
-    images = pd.DataFrame([{**o.image, "image_path": f"{IMAGES_DIR}/{o.image_id}.png"} for o in ok])
+    images = pd.DataFrame(
+        [{**o.image, "image_path": f"{IMAGES_DIR}/{o.image_id}.png"} for o in ok], columns=list(IMAGE_COLUMNS)
+    )
     if not images.empty:
         images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     _remove_stale_images(images_dir, {o.image_id for o in ok})
@@ -315,7 +317,7 @@ def run_ingest(
         }
         for o in ordered
     ]
-    ann_table = pd.DataFrame()
+    ann_table = pd.DataFrame(columns=list(ANNOTATION_TABLE_COLUMNS))
     ann_counts: Counter[str] = Counter()
     n_ann = n_ann_ok = 0
     refs = (
@@ -341,7 +343,7 @@ def run_ingest(
             raise AccountingError(f"{len(ann_df)} annotation rows in, {n_ann} manifest rows out")
     _write_labels(output_dir / LABELS_DIR, ann_table, refs)
 
-    manifest = pd.DataFrame(manifest_rows)
+    manifest = pd.DataFrame(manifest_rows, columns=list(MANIFEST_COLUMNS))
     manifest = manifest.sort_values(["kind", "source_id"], kind="stable").reset_index(drop=True)
     n_file_rows = int((manifest["kind"] == "file").sum()) if not manifest.empty else 0
     n_ok = len(ok)

@@ -272,3 +272,17 @@ def test_normalise_histogram_path_matches_percentile_window() -> None:
     flat = normalise(np.full((40, 40), 7, np.uint16), (0.5, 99.5))
     assert flat.dtype == np.uint8 and len(np.unique(flat)) == 1  # a blank image does not divide by zero
     assert (normalise(arr, (0.5, 99.5), monochrome1=True) == 255 - fast).all()
+
+
+def test_empty_or_all_quarantined_input_still_writes_the_contract_tables(params, tmp_path: Path) -> None:
+    from pipelines.contracts import ANNOTATION_TABLE_COLUMNS, IMAGE_COLUMNS, MANIFEST_COLUMNS
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "readme.txt").write_text("no images here")
+    summary = run_ingest(params, src, tmp_path / "out")
+    assert (summary.files, summary.ok) == (1, 0)
+    out = tmp_path / "out"
+    assert tuple(pd.read_parquet(out / "images.parquet").columns) == IMAGE_COLUMNS
+    assert tuple(pd.read_parquet(out / "annotations.parquet").columns) == ANNOTATION_TABLE_COLUMNS
+    assert tuple(pd.read_parquet(out / "manifest.parquet").columns) == MANIFEST_COLUMNS
