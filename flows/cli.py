@@ -86,6 +86,28 @@ def ingest(
     typer.echo(summary.line())
 
 
+@app.command()
+def split(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Split patients: k stratified folds + internal test from development sites; external sites held out whole."""
+    params = _setup(params_file, profile)
+    from flows.split_flow import split_flow
+    from pipelines.split import SplitError
+
+    if not (params.paths.ingested_dir / "images.parquet").is_file():
+        typer.echo(f"error: no ingested dataset at {params.paths.ingested_dir}; run `cordwatch ingest` first", err=True)
+        raise typer.Exit(2)
+    try:
+        summary = split_flow(params)
+    except SplitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(summary.to_string(index=False))
+    typer.echo(f"splits -> {params.paths.splits_file}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
 

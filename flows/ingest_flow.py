@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
+from flows.reports import write_json
 from pipelines.config import Params
 from pipelines.ingest import IngestSummary, run_ingest
 
@@ -46,5 +47,6 @@ def ingest_flow(
         retries=params.ingest.retries, retry_delay_seconds=params.ingest.retry_delay_s
     )
     summary = configured(params, input_dir, output_dir, annotations_csv)
+    write_json(params.paths.reports_dir / "ingest" / "summary.json", summary.counts())
     logger.info(summary.line())
     return summary

@@ -34,6 +34,7 @@ class PathsParams(StrictModel):
     ingested_dir: Path = Path("data/ingested")
     state_dir: Path = Path(".cordwatch")
     reports_dir: Path = Path("reports")
+    splits_file: Path = Path("data/splits.parquet")
 
 
 RuleOp = Literal["equals", "in", "regex", "not_regex", "range", "plane", "absent_or_not_equals"]
@@ -105,6 +106,16 @@ class IngestParams(StrictModel):
         return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class SplitParams(StrictModel):
+    """Patient-grouped splits: k stratified folds and an internal test set from development sites, external held out."""
+
+    seed: int = 2026
+    k_folds: int = Field(5, ge=2)
+    internal_test_fraction: float = Field(0.1, ge=0, lt=1)
+    external_sites: list[str] = Field(default_factory=lambda: ["ext"])
+    reference_reader_level: Literal["expert", "mid", "junior"] = "expert"
+
+
 class Params(StrictModel):
     """The whole of `params.yaml`."""
 
@@ -112,6 +123,7 @@ class Params(StrictModel):
     paths: PathsParams = PathsParams()
     synth: SynthParams
     ingest: IngestParams
+    split: SplitParams = SplitParams()
 
     def with_profile(self, profile: str | None) -> Params:
         """Return a copy with another active profile (validated against the synth profiles)."""
@@ -165,7 +177,7 @@ def load_params(path: Path = DEFAULT_PARAMS_FILE, profile: str | None = None) ->
         params = Params.model_validate(raw)
         return params.with_profile(profile)
     except ValidationError as exc:
-        known = {"paths": PathsParams, "synth": SynthParams, "ingest": IngestParams}
+        known = {"paths": PathsParams, "synth": SynthParams, "ingest": IngestParams, "split": SplitParams}
         raise ParamsError(f"{path} is invalid:\n{_explain(exc, known)}") from exc
     except ValueError as exc:
         raise ParamsError(f"{path}: {exc}") from exc

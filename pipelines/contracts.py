@@ -21,7 +21,8 @@ OPTIONAL_ANNOTATION_COLUMNS: tuple[str, ...] = ("severity",)
 
 # Columns of the ingested tables (DESIGN.md data contracts), in file order.
 IMAGE_COLUMNS: tuple[str, ...] = (
-    "image_id", "patient_key", "study_key", "series_key", "site", "manufacturer", "model", "field_strength",
+    "image_id", "patient_key", "study_key", "series_key", "site", "modality", "plane", "manufacturer", "model",
+    "field_strength",
     "pixel_spacing_row", "pixel_spacing_col", "slice_thickness", "repetition_time", "echo_time", "rows", "columns",
     "series_description", "transfer_syntax", "study_year", "is_synthetic", "image_sha256", "image_path",
 )  # fmt: skip
@@ -46,7 +47,6 @@ LABELS_DIR = "labels"
 IMAGES_TABLE = "images.parquet"
 ANNOTATIONS_TABLE = "annotations.parquet"
 MANIFEST_TABLE = "manifest.parquet"
-SUMMARY_FILE = "summary.json"
 
 # Marker the synthetic generator writes into ImageComments; ingest carries it as `is_synthetic` so every later
 # report can say its figures come from synthetic phantoms.

@@ -37,7 +37,6 @@ from pipelines.contracts import (
     LABELS_DIR,
     MANIFEST_COLUMNS,
     MANIFEST_TABLE,
-    SUMMARY_FILE,
 )
 from pipelines.ingest import deid
 from pipelines.ingest.annotations import (
@@ -100,7 +99,7 @@ class IngestSummary:
         )
 
     def counts(self) -> dict[str, object]:
-        """Deterministic counts (no timings), written as the dataset's summary.json and used as DVC metrics."""
+        """Deterministic counts (no timings): the ingest report's summary.json, a DVC metric."""
         return {
             "files": self.files,
             "ok": self.ok,
@@ -208,7 +207,7 @@ def run_ingest(
     Args:
         params: validated params (the `ingest` and `paths` sections are used).
         input_dir: a DICOM tree of any depth; non-DICOM files are quarantined, not skipped.
-        output_dir: the ingested dataset (images/, labels/, the three parquet tables, summary.json).
+        output_dir: the ingested dataset (images/, labels/ and the three parquet tables).
         annotations_csv: reader annotations per DESIGN.md; None for image-only ingestion (e.g. prospective data).
         progress: called as progress(done, total) after each file.
 
@@ -370,7 +369,6 @@ def run_ingest(
         patients=int(images["patient_key"].nunique()) if not images.empty else 0,
         sites={str(k): int(v) for k, v in images["site"].value_counts().items()} if not images.empty else {},
     )
-    write_atomic(output_dir / SUMMARY_FILE, (json.dumps(summary.counts(), indent=2) + "\n").encode())
     return summary
 
 

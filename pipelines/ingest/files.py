@@ -25,7 +25,7 @@ from pydicom.errors import InvalidDicomError
 from pipelines.config import SeriesRule
 from pipelines.contracts import SYNTHETIC_MARKER
 from pipelines.ingest import deid
-from pipelines.ingest.rules import first_failure
+from pipelines.ingest.rules import first_failure, plane_of
 
 # Stable quarantine reason codes (series rules add `series_rule:<name>`).
 NOT_DICOM = "not_dicom"
@@ -45,7 +45,7 @@ DEID_LEAK = "deid_leak"
 DUPLICATE_SOP = "duplicate_sop_instance"
 
 # Columns of images.parquet that hold free text or codes taken from the header: the leak guard checks these.
-_TEXT_COLUMNS = ("site", "manufacturer", "model", "series_description", "transfer_syntax")
+_TEXT_COLUMNS = ("site", "modality", "manufacturer", "model", "series_description", "transfer_syntax")
 
 
 @dataclass(frozen=True)
@@ -272,6 +272,8 @@ def _metadata(orig: _Original, ds: Dataset, pseudo: deid.Pseudonymizer, settings
         "study_key": pseudo.study(orig.study_uid),
         "series_key": pseudo.series(orig.series_uid),
         "site": site,
+        "modality": str(ds.get("Modality", "") or ""),
+        "plane": plane_of(list(ds.ImageOrientationPatient)) if ds.get("ImageOrientationPatient") else "unknown",
         "manufacturer": str(ds.get("Manufacturer", "") or "unknown").strip(),
         "model": str(ds.get("ManufacturerModelName", "") or "unknown").strip(),
         "field_strength": _float(ds, "MagneticFieldStrength"),

@@ -177,5 +177,5 @@ def test_sigkill_half_way_then_restart_completes(params_file: Path, tmp_path: Pa
     assert resumed.reused >= 10
     p_clean = p.model_copy(update={"paths": p.paths.model_copy(update={"state_dir": tmp_path / ".state-clean"})})
     run_ingest(p_clean, src, tmp_path / "clean")
-    for name in ("images.parquet", "annotations.parquet", "manifest.parquet", "summary.json"):
+    for name in ("images.parquet", "annotations.parquet", "manifest.parquet"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
