@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export YOLO_OFFLINE := 1
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean repro
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,6 @@ lint: install
 
 clean:  ## remove generated data, reports and local state (not .venv)
 	rm -rf data reports runs models mlruns mlflow.db .cordwatch
+
+repro: install  ## run the DVC pipeline (dvc repro) with the project's environment on PATH
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

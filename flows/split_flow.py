@@ -37,5 +37,5 @@ def split_flow(params: Params) -> pd.DataFrame:
     by_split = {row.pop("split"): row for row in summary.to_dict("records")}
     write_json(report / "summary.json", by_split)
     (report / "summary.md").write_text(summary.to_markdown(index=False) + "\n", encoding="utf-8")
-    get_run_logger().info("splits:\n%s", summary.to_string(index=False))
+    get_run_logger().info("splits: %s", ", ".join(f"{r.split} {r.patients} patients" for r in summary.itertuples()))
     return summary

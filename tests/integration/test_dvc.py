@@ -1,0 +1,117 @@
+"""`dvc repro` on the ci profile in a temporary copy of the repo: stages run, a parameter change re-runs only what
+depends on it, params/metrics diffs tell a reviewer what moved, and push/pull round-trips through the local remote."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.lineage import dvc_hash
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+
+
+def _sh(repo: Path, *cmd: str) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CORDWATCH_PSEUDONYM_KEY": "dvc-test-key-0123456789abcdef",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    env.pop("YOLO_CONFIG_DIR", None)  # the copy keeps tool state in its own .cordwatch/
+    done = subprocess.run(list(cmd), cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        tail = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}):\n{tail}")
+    return done.stdout + done.stderr
+
+
+def _copy_repo(dest: Path) -> Path:
+    """The repo's tracked and unignored files (what a fresh clone plus local edits would hold), minus run state."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for rel in listed:
+        if rel == "dvc.lock" or rel.startswith("reports/"):
+            continue
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def _set_param(repo: Path, section: str, key: str, value: object) -> None:
+    """Edit one value in params.yaml in place, keeping its comments (a reviewer's one-line change)."""
+    text = (repo / "params.yaml").read_text()
+    start = text.index(f"\n{section}:\n") if section else 0
+    pattern = re.compile(rf"^(\s*{key}: )([^#\n]*?)(\s*#.*)?$", re.M)
+    match = pattern.search(text, start)
+    assert match is not None, (section, key)
+    text = text[: match.start(2)] + str(value) + text[match.end(2) :]
+    (repo / "params.yaml").write_text(text)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> None:
+    repo = _copy_repo(tmp_path / "repo")
+    _set_param(repo, "", "profile", "ci")
+    _sh(repo, "git", "init", "-q")
+    _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "commit", "-qm", "copy")
+
+    out = _sh(repo, "dvc", "repro")
+    stages = list(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
+    for stage in stages:
+        assert f"Running stage '{stage}'" in out
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(stages)
+    assert (repo / "data" / "ingested" / "images.parquet").is_file()
+    assert (repo / "data" / "splits.parquet").is_file()
+    assert dvc_hash(Path("data/ingested/images.parquet"), repo).endswith(".dir")
+
+    # Record the experiment (lock + metric summaries), as the README says, then move one parameter.
+    _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "commit", "-qm", "ci run")
+    splits_before = _sha(repo / "data" / "splits.parquet")
+    ingested_before = _sha(repo / "data" / "ingested" / "images.parquet")
+    _set_param(repo, "split", "seed", 7)
+    out = _sh(repo, "dvc", "repro")
+    assert "Stage 'synth' didn't change, skipping" in out
+    assert "Stage 'ingest' didn't change, skipping" in out
+    assert "Running stage 'split'" in out
+    assert _sha(repo / "data" / "ingested" / "images.parquet") == ingested_before
+    assert _sha(repo / "data" / "splits.parquet") != splits_before
+    assert "split.seed" in _sh(repo, "dvc", "params", "diff")
+    assert "reports/split/summary.json" in _sh(repo, "dvc", "metrics", "diff")
+
+    # Nothing changed: nothing runs.
+    out = _sh(repo, "dvc", "repro")
+    assert "Running stage" not in out
+
+    # push to the default local remote, lose data and cache, pull them back byte for byte
+    _sh(repo, "dvc", "push")
+    assert any((repo / ".dvc-storage").rglob("*"))
+    shutil.rmtree(repo / "data")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    _sh(repo, "dvc", "pull")
+    assert _sha(repo / "data" / "ingested" / "images.parquet") == ingested_before
+    assert "Data and pipelines are up to date" in _sh(repo, "dvc", "status")
