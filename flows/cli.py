@@ -108,6 +108,55 @@ def split(
     typer.echo(f"splits -> {params.paths.splits_file}")
 
 
+@app.command()
+def validate(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Check the data contracts (great-expectations) on images, annotations and splits; exit 1 if any fails."""
+    params = _setup(params_file, profile)
+    from flows.validate_flow import validate_flow
+    from pipelines.validate import DataContractError
+
+    if not (params.paths.ingested_dir / "images.parquet").is_file():
+        typer.echo(f"error: no ingested dataset at {params.paths.ingested_dir}; run `cordwatch ingest` first", err=True)
+        raise typer.Exit(2)
+    try:
+        report = validate_flow(params)
+    except DataContractError as exc:
+        typer.echo(f"data contract violated:\n{exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"validate: all data contracts hold ({report.docs_index})")
+
+
+@app.command()
+def score(
+    pred: Annotated[Path, typer.Option("--pred", help="Prediction boxes CSV/parquet (score column optional).")],
+    ref: Annotated[Path, typer.Option("--ref", help="Reference boxes CSV/parquet (patient_key optional).")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure with its CI here.")] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Score any box file against a reference: mAP50, mAP50-95, P/R, lesion sensitivity/PPV, patient-bootstrap CIs.
+
+    Both files: image_id, label (normal|compression), x_min, y_min, x_max, y_max in pixels. --pred may add `score`
+    (absent: a reader, every box 1.0); --ref may add `patient_key` (absent: each image is its own cluster).
+    """
+    params = _setup(params_file, None)
+    from flows.reports import write_json
+    from pipelines.evaluate.score_files import score_files
+    from pipelines.evaluate.scoring import BoxFileError
+
+    try:
+        result = score_files(pred, ref, params.evaluate)
+    except BoxFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(result.table())
+    if json_out is not None:
+        write_json(json_out, result.to_json())
+        typer.echo(f"figures -> {json_out}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
 

@@ -16,7 +16,9 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipelines.evaluate.params import EvaluateParams
 from pipelines.synth.params import SynthParams
+from pipelines.validate.params import ValidateParams
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -119,11 +121,16 @@ class SplitParams(StrictModel):
 class Params(StrictModel):
     """The whole of `params.yaml`."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     profile: str
     paths: PathsParams = PathsParams()
     synth: SynthParams
     ingest: IngestParams
     split: SplitParams = SplitParams()
+    # The YAML section is `validate`; the attribute is `validation` (pydantic's BaseModel owns `.validate`).
+    validation: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    evaluate: EvaluateParams = EvaluateParams()
 
     def with_profile(self, profile: str | None) -> Params:
         """Return a copy with another active profile (validated against the synth profiles)."""
@@ -177,7 +184,14 @@ def load_params(path: Path = DEFAULT_PARAMS_FILE, profile: str | None = None) ->
         params = Params.model_validate(raw)
         return params.with_profile(profile)
     except ValidationError as exc:
-        known = {"paths": PathsParams, "synth": SynthParams, "ingest": IngestParams, "split": SplitParams}
+        known = {
+            "paths": PathsParams,
+            "synth": SynthParams,
+            "ingest": IngestParams,
+            "split": SplitParams,
+            "validate": ValidateParams,
+            "evaluate": EvaluateParams,
+        }
         raise ParamsError(f"{path} is invalid:\n{_explain(exc, known)}") from exc
     except ValueError as exc:
         raise ParamsError(f"{path}: {exc}") from exc

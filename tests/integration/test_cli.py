@@ -179,3 +179,26 @@ def test_sigkill_half_way_then_restart_completes(params_file: Path, tmp_path: Pa
     run_ingest(p_clean, src, tmp_path / "clean")
     for name in ("images.parquet", "annotations.parquet", "manifest.parquet"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
+
+
+def test_score_command_prints_table_and_writes_json(tmp_path: Path) -> None:
+    import json
+
+    ref = tmp_path / "ref.csv"
+    ref.write_text(
+        "image_id,label,x_min,y_min,x_max,y_max,patient_key\n"
+        "a,normal,10,10,20,20,p1\na,compression,10,30,20,40,p1\nb,normal,10,10,20,20,p2\nc,compression,5,5,15,15,p3\n"
+    )
+    reader = tmp_path / "reader.csv"  # no score column: a reader
+    reader.write_text("image_id,label,x_min,y_min,x_max,y_max\na,normal,10,10,20,20\nc,compression,5,5,15,15\n")
+    out = tmp_path / "figures.json"
+    code, text = _run("score", "--pred", str(reader), "--ref", str(ref), "--json", str(out))
+    assert code == 0, text
+    assert "mAP50" in text and "lesion sensitivity" in text
+    figures = json.loads(out.read_text())
+    assert {"point", "low", "high"} <= set(figures["map50"])
+    assert figures["sensitivity"]["point"] == pytest.approx(0.5)  # 1 of 2 compression boxes found
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_id,label,x_min,y_min,x_max\na,normal,1,1,2\n")
+    code, text = _run("score", "--pred", str(bad), "--ref", str(ref))
+    assert code == 2 and "y_max" in text

@@ -1,0 +1,39 @@
+"""Typed `evaluate:` section of params.yaml: bootstrap, operating point and subgroup settings."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# COCO / ultralytics IoU thresholds 0.50:0.05:0.95; every box is matched once at all of them.
+IOU_THRESHOLDS: np.ndarray = np.linspace(0.5, 0.95, 10)
+
+
+class EvaluateParams(BaseModel):
+    """Scoring settings: bootstrap CIs, the operating point and subgroup reporting (unknown keys are an error)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap_resamples: int = Field(2000, ge=1)
+    bootstrap_seed: int = Field(2026, ge=0)
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    operating_conf: float = Field(0.25, ge=0, le=1)
+    iou_threshold: float = 0.5
+    min_subgroup_patients: int = Field(10, ge=1)
+    min_subgroup_refs: int = Field(10, ge=0)
+    subgroups: list[str] = Field(default_factory=lambda: ["site", "manufacturer", "field_strength"])
+
+    @field_validator("iou_threshold")
+    @classmethod
+    def _on_the_grid(cls, value: float) -> float:
+        # Boxes are matched once at the 10 COCO thresholds; an operating IoU off that grid would need a re-match.
+        hits = np.flatnonzero(np.isclose(IOU_THRESHOLDS, value, atol=1e-9))
+        if hits.size == 0:
+            grid = ", ".join(f"{t:.2f}" for t in IOU_THRESHOLDS)
+            raise ValueError(f"iou_threshold must be one of {grid}, got {value}")
+        return float(IOU_THRESHOLDS[hits[0]])
+
+    @property
+    def iou_index(self) -> int:
+        """Column of the operating IoU threshold in the per-prediction TP matrix."""
+        return int(np.flatnonzero(np.isclose(IOU_THRESHOLDS, self.iou_threshold))[0])

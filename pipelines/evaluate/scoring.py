@@ -1,0 +1,750 @@
+"""Detection scoring with patient-bootstrap CIs: mAP50, mAP50-95, precision/recall, lesion sensitivity/PPV.
+
+Boxes are matched to the reference once (`match`), the COCO / ultralytics way: per image and class, predictions in
+descending score order each take the unclaimed reference of highest IoU, separately at each IoU threshold
+0.50:0.05:0.95, and count as TP there when that IoU reaches the threshold. Every later figure is a function of the
+stored TP flags, scores and reference counts, so a bootstrap resample of patients is just a weight per patient
+(how many times it was drawn), equivalent to replicating its rows, and never needs a re-match.
+
+AP is ultralytics' `compute_ap` (101-point interpolated area under the precision envelope) on ultralytics'
+`ap_per_class` precision-recall curve, with one deliberate difference: predictions that share a score form one
+point of the curve. `ap_per_class` breaks score ties in whatever order `np.argsort` leaves them, so for a reader
+(every box scored 1.0), for duplicated boxes or for a resample that draws a patient twice its value depends on that
+order; here it does not. Without ties the two are identical (tests/unit/test_scoring.py checks both, and the
+matching against pycocotools).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.contracts import CLASS_IDS, CLASS_NAMES
+from pipelines.evaluate.params import IOU_THRESHOLDS, EvaluateParams
+
+BOX_COLUMNS: tuple[str, ...] = ("x_min", "y_min", "x_max", "y_max")
+BOX_FILE_COLUMNS: tuple[str, ...] = ("image_id", "label", *BOX_COLUMNS)
+NUM_CLASSES = len(CLASS_NAMES)
+LESION_CLASS = CLASS_IDS["compression"]  # lesion-level sensitivity / PPV are about compressed levels
+
+# Every figure `metrics` returns, in this order (bootstrap keeps them as columns of one array).
+METRICS: tuple[str, ...] = (
+    "map50",
+    "map50_95",
+    "precision",
+    "recall",
+    "sensitivity",
+    "ppv",
+    *(f"ap50_{name}" for name in CLASS_NAMES),
+    *(f"ap50_95_{name}" for name in CLASS_NAMES),
+)
+# Which classes each metric depends on (for subgroup "too few references" flags).
+METRIC_CLASSES: dict[str, tuple[int, ...]] = {
+    "map50": tuple(range(NUM_CLASSES)),
+    "map50_95": tuple(range(NUM_CLASSES)),
+    "precision": tuple(range(NUM_CLASSES)),
+    "recall": tuple(range(NUM_CLASSES)),
+    "sensitivity": (LESION_CLASS,),
+    "ppv": (LESION_CLASS,),
+    **{f"ap50_{name}": (i,) for i, name in enumerate(CLASS_NAMES)},
+    **{f"ap50_95_{name}": (i,) for i, name in enumerate(CLASS_NAMES)},
+}
+
+READER_METRICS_NOTE = (
+    "Readers mark boxes without a confidence score, so a reader has a single operating point and its "
+    "precision-recall 'curve' is one point: its mAP50 (reported as the study does, for comparison with the "
+    "published figures) depends on how AP interpolates from that point, while the model's mAP50 averages over "
+    "all its thresholds. Sensitivity and PPV at matched operating points compare like with like: the model's PPV "
+    "at the threshold where its sensitivity reaches the readers', and its sensitivity where its PPV reaches theirs."
+)
+
+_RECALL_EPS = 1e-16  # as ultralytics ap_per_class: recall = tp / (n_labels + eps)
+_MAX_PROBLEMS = 10  # validation errors listed before "... and N more"
+
+
+class BoxFileError(ValueError):
+    """A box table (predictions or reference) that cannot be scored; the message names file, row and column."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap percentile CI; `n_valid` resamples where the figure was defined."""
+
+    point: float
+    low: float
+    high: float
+    n_valid: int = 0
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready dict (NaN becomes None)."""
+        return _json_dict(self)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A paired difference (A minus B) with its bootstrap percentile CI and two-sided bootstrap P value."""
+
+    point: float
+    low: float
+    high: float
+    p_value: float
+    n_valid: int = 0
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready dict (NaN becomes None)."""
+        return _json_dict(self)
+
+
+def _json_dict(item: Interval | Difference) -> dict[str, float | int | None]:
+    # Strict JSON has no NaN: an undefined figure (no references of a class, say) is written as null.
+    out: dict[str, float | int | None] = {}
+    for key, value in asdict(item).items():
+        out[key] = value if isinstance(value, int) else (float(value) if np.isfinite(value) else None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- validation
+def validate_boxes(
+    frame: pd.DataFrame, where: str, *, scored: bool = False, line_offset: int | None = None
+) -> pd.DataFrame:
+    """Check a box table and return it clean: image_id (str), label, class_id, x_min..y_max, score, [patient_key].
+
+    Args:
+        frame: `image_id, label, x_min, y_min, x_max, y_max`, optional `score` and `patient_key`.
+        where: what to call the table in errors (a file name).
+        scored: a prediction table: `score` is read (absent: a reader, every box 1.0) and must lie in [0, 1].
+        line_offset: file line of the first data row (2 for a CSV with a header); None names frame rows instead.
+
+    Raises:
+        BoxFileError: listing each problem with its row (or line) and column.
+    """
+    missing = [c for c in BOX_FILE_COLUMNS if c not in frame.columns]
+    if missing:
+        expected = ", ".join(BOX_FILE_COLUMNS) + (" [, score]" if scored else "")
+        raise BoxFileError(f"{where}: missing column(s) {', '.join(missing)} (expected {expected})")
+    n = len(frame)
+    problems: list[str] = []
+    count = 0
+
+    def at(pos: int) -> str:
+        return f"line {pos + line_offset}" if line_offset is not None else f"row {frame.index[pos]!r}"
+
+    def report(bad: np.ndarray, text: Callable[[int], str]) -> None:
+        nonlocal count
+        positions = np.flatnonzero(bad)
+        count += positions.size
+        for pos in positions[: max(0, _MAX_PROBLEMS - len(problems))]:
+            problems.append(f"{at(int(pos))}, {text(int(pos))}")
+
+    ids = frame["image_id"]
+    report((ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy(), lambda p: "column 'image_id': empty")
+    labels = frame["label"]
+    known = labels.notna().to_numpy() & labels.astype(str).isin(tuple(CLASS_IDS)).to_numpy()
+    allowed = ", ".join(CLASS_NAMES)
+    report(~known, lambda p: f"column 'label': unknown label {labels.iloc[p]!r} (expected one of {allowed})")
+
+    numeric = [*BOX_COLUMNS, *(["score"] if scored and "score" in frame.columns else [])]
+    values: dict[str, np.ndarray] = {}
+    for col in numeric:
+        num = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+        values[col] = num
+        raw = frame[col]
+        report(~np.isfinite(num), lambda p, c=col, r=raw: f"column '{c}': {r.iloc[p]!r} is not a finite number")
+    for lo, hi in (("x_min", "x_max"), ("y_min", "y_max")):
+        with np.errstate(invalid="ignore"):
+            bad = values[hi] <= values[lo]
+        report(bad, lambda p, a=lo, b=hi: f"column '{b}': {b} ({values[b][p]:g}) <= {a} ({values[a][p]:g})")
+    if "score" in values:
+        with np.errstate(invalid="ignore"):
+            bad = (values["score"] < 0) | (values["score"] > 1)
+        report(bad, lambda p: f"column 'score': {values['score'][p]:g} is outside [0, 1]")
+    if "patient_key" in frame.columns:
+        keys = frame["patient_key"]
+        report((keys.isna() | (keys.astype(str).str.strip() == "")).to_numpy(), lambda p: "column 'patient_key': empty")
+    if count:
+        more = f"\n  ... and {count - len(problems)} more" if count > len(problems) else ""
+        raise BoxFileError(f"{where}: {count} problem(s):\n  " + "\n  ".join(problems) + more)
+
+    out = pd.DataFrame(
+        {
+            "image_id": ids.astype(str).to_numpy(),
+            "label": labels.astype(str).to_numpy(),
+            "class_id": labels.astype(str).map(CLASS_IDS).to_numpy(dtype=np.int64) if n else np.zeros(0, np.int64),
+            **{c: values[c] for c in BOX_COLUMNS},
+            "score": values["score"] if "score" in values else np.ones(n),
+        }
+    )
+    if "patient_key" in frame.columns:
+        out["patient_key"] = frame["patient_key"].astype(str).to_numpy()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- matching
+@dataclass(frozen=True, eq=False)
+class Matched:
+    """The one-time matching of predictions to references, everything a score or a resample needs.
+
+    Predictions are stored sorted by image, class, descending score (ties in input order, as COCO).
+
+    Attributes:
+        image_ids: (I,) image ids, sorted.
+        patient_ids: (P,) patient keys, sorted (the bootstrap's clusters).
+        image_patient: (I,) patient index of each image.
+        ref_counts: (I, C) reference boxes per image and class.
+        pred_image: (N,) image index of each prediction.
+        pred_class: (N,) class id.
+        pred_score: (N,) confidence (1.0 for a reader).
+        pred_tp: (N, 10) TP flag at each IoU threshold 0.50:0.95.
+        pred_row: (N,) position of each prediction in the table given to `match`.
+    """
+
+    image_ids: np.ndarray
+    patient_ids: np.ndarray
+    image_patient: np.ndarray
+    ref_counts: np.ndarray
+    pred_image: np.ndarray
+    pred_class: np.ndarray
+    pred_score: np.ndarray
+    pred_tp: np.ndarray
+    pred_row: np.ndarray
+
+    @property
+    def n_images(self) -> int:
+        """Images scored (with a reference or a prediction)."""
+        return int(self.image_ids.size)
+
+    @property
+    def n_patients(self) -> int:
+        """Clusters resampled by the bootstrap."""
+        return int(self.patient_ids.size)
+
+    @property
+    def n_predictions(self) -> int:
+        """Predicted boxes."""
+        return int(self.pred_score.size)
+
+    @property
+    def n_references(self) -> dict[str, int]:
+        """Reference boxes per class name."""
+        totals = self.ref_counts.sum(0)
+        return {name: int(totals[i]) for i, name in enumerate(CLASS_NAMES)}
+
+    @functools.cached_property
+    def pred_patient(self) -> np.ndarray:
+        """(N,) patient index of each prediction."""
+        return self.image_patient[self.pred_image]
+
+    @functools.cached_property
+    def patient_ref_counts(self) -> np.ndarray:
+        """(P, C) reference boxes per patient and class."""
+        out = np.zeros((self.n_patients, NUM_CLASSES))
+        np.add.at(out, self.image_patient, self.ref_counts)
+        return out
+
+    @functools.cached_property
+    def curves(self) -> tuple[_ClassCurve, ...]:
+        """Per class: predictions in descending score order with their tie groups (computed once)."""
+        return tuple(_ClassCurve.build(self, c) for c in range(NUM_CLASSES))
+
+    def subset(self, images: np.ndarray) -> Matched:
+        """The same matching restricted to some images (a boolean mask over `image_ids`); exact, as matching is
+        per image."""
+        keep = np.asarray(images, dtype=bool)
+        new_index = np.cumsum(keep) - 1
+        patients, image_patient = np.unique(self.image_patient[keep], return_inverse=True)
+        rows = keep[self.pred_image]
+        return Matched(
+            image_ids=self.image_ids[keep],
+            patient_ids=self.patient_ids[patients],
+            image_patient=image_patient.astype(np.int64),
+            ref_counts=self.ref_counts[keep],
+            pred_image=new_index[self.pred_image[rows]],
+            pred_class=self.pred_class[rows],
+            pred_score=self.pred_score[rows],
+            pred_tp=self.pred_tp[rows],
+            pred_row=self.pred_row[rows],
+        )
+
+
+@dataclass(frozen=True)
+class _ClassCurve:
+    """One class's predictions in descending score order, split into groups of equal score."""
+
+    score: np.ndarray  # (n,) descending
+    patient: np.ndarray  # (n,) patient index
+    tp: np.ndarray  # (n, 10) float
+    starts: np.ndarray  # (g,) first row of each equal-score group
+    group_score: np.ndarray  # (g,) the group's score
+
+    @classmethod
+    def build(cls, m: Matched, c: int) -> _ClassCurve:
+        rows = np.flatnonzero(m.pred_class == c)
+        rows = rows[np.argsort(-m.pred_score[rows], kind="stable")]
+        score = m.pred_score[rows]
+        starts = np.flatnonzero(np.r_[True, score[1:] != score[:-1]]) if score.size else np.zeros(0, np.int64)
+        return cls(score, m.pred_patient[rows], m.pred_tp[rows].astype(float), starts, score[starts])
+
+    @property
+    def has_ties(self) -> bool:
+        return self.starts.size < self.score.size
+
+    def grouped(self, w_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weighted (boxes, TP boxes per threshold, score) per equal-score group, groups of zero weight dropped."""
+        if self.score.size == 0:
+            return np.zeros(0), np.zeros((0, IOU_THRESHOLDS.size)), np.zeros(0)
+        wtp = self.tp * w_rows[:, None]
+        if self.has_ties:
+            n = np.add.reduceat(w_rows, self.starts)
+            tp = np.add.reduceat(wtp, self.starts, axis=0)
+            score = self.group_score
+        else:
+            n, tp, score = w_rows, wtp, self.score
+        keep = n > 0
+        if keep.all():
+            return n, tp, score
+        return n[keep], tp[keep], score[keep]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (M, 4) and (N, 4) xyxy boxes, (M, N), in float64 and without ultralytics' eps.
+
+    Exact arithmetic matters here: integer pixel boxes often meet a threshold exactly (IoU 0.5), and pycocotools
+    counts those as matches; float32 or an eps in the denominator can drop them.
+    """
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def greedy_match(iou: np.ndarray) -> np.ndarray:
+    """TP flags (N, 10) for predictions (columns of `iou`, (M, N), already in descending score order).
+
+    At each threshold, each prediction in turn takes the still-unclaimed reference with the highest IoU, and is a
+    TP if that IoU reaches the threshold (ultralytics `match_predictions`, COCOeval `evaluateImg`).
+    """
+    n_ref, n_pred = iou.shape
+    thresholds = IOU_THRESHOLDS
+    cols = np.arange(thresholds.size)
+    correct = np.zeros((n_pred, thresholds.size), dtype=bool)
+    if n_ref == 0 or n_pred == 0:
+        return correct
+    claimed = np.zeros((n_ref, thresholds.size), dtype=bool)
+    for j in np.flatnonzero((iou >= thresholds[0]).any(0)):
+        available = np.where(claimed, -1.0, iou[:, j, None])
+        best = available.argmax(0)
+        hit = available[best, cols] >= thresholds
+        correct[j] = hit
+        claimed[best[hit], cols[hit]] = True
+    return correct
+
+
+def match(pred: pd.DataFrame, ref: pd.DataFrame, patient_of: Mapping[str, str] | None = None) -> Matched:
+    """Match predicted boxes to reference boxes once, at the 10 IoU thresholds.
+
+    Args:
+        pred: `image_id, label, x_min, y_min, x_max, y_max[, score]` (no score: a reader, every box 1.0).
+        ref: the reference standard, same columns (score ignored).
+        patient_of: image_id -> patient key, the bootstrap's clusters; None makes each image its own cluster.
+
+    Returns:
+        The matching over every image that has a reference or a prediction.
+
+    Raises:
+        BoxFileError: a malformed table.
+        ValueError: an image with no patient in `patient_of`.
+    """
+    p = validate_boxes(pred, "predictions", scored=True)
+    r = validate_boxes(ref, "reference")
+    image_ids = np.array(sorted(set(r["image_id"]) | set(p["image_id"])), dtype=object)
+    index = pd.Series(np.arange(image_ids.size), index=image_ids)
+    if patient_of is None:
+        keys = image_ids.astype(str)
+    else:
+        lost = [i for i in image_ids if i not in patient_of]
+        if lost:
+            raise ValueError(f"{len(lost)} image(s) have no patient in patient_of, e.g. {lost[:3]}")
+        keys = np.array([str(patient_of[i]) for i in image_ids], dtype=object)
+    patient_ids, image_patient = np.unique(keys, return_inverse=True)
+
+    r_img = index.loc[r["image_id"]].to_numpy() if len(r) else np.zeros(0, np.int64)
+    r_cls = r["class_id"].to_numpy()
+    ref_counts = np.zeros((image_ids.size, NUM_CLASSES), dtype=np.int64)
+    np.add.at(ref_counts, (r_img, r_cls), 1)
+
+    p_img = index.loc[p["image_id"]].to_numpy() if len(p) else np.zeros(0, np.int64)
+    p_cls, p_score = p["class_id"].to_numpy(), p["score"].to_numpy()
+    # Sort by image, class, descending score; lexsort is stable, so equal scores keep input order (as COCO).
+    order = np.lexsort((-p_score, p_cls, p_img))
+    p_key = (p_img * NUM_CLASSES + p_cls)[order]
+    p_box = p[list(BOX_COLUMNS)].to_numpy(dtype=float)[order]
+    r_order = np.lexsort((r_cls, r_img))
+    r_key = (r_img * NUM_CLASSES + r_cls)[r_order]
+    r_box = r[list(BOX_COLUMNS)].to_numpy(dtype=float)[r_order]
+
+    tp = np.zeros((p_key.size, IOU_THRESHOLDS.size), dtype=bool)
+    groups, starts = np.unique(p_key, return_index=True)
+    ends = np.append(starts[1:], p_key.size) if starts.size else starts
+    r_starts = np.searchsorted(r_key, groups, "left")
+    r_ends = np.searchsorted(r_key, groups, "right")
+    for s, e, rs, re_ in zip(starts, ends, r_starts, r_ends, strict=True):
+        if re_ > rs:
+            tp[s:e] = greedy_match(box_iou(r_box[rs:re_], p_box[s:e]))
+    return Matched(
+        image_ids=image_ids,
+        patient_ids=patient_ids.astype(object),
+        image_patient=image_patient.astype(np.int64),
+        ref_counts=ref_counts,
+        pred_image=p_img[order],
+        pred_class=p_cls[order],
+        pred_score=p_score[order],
+        pred_tp=tp,
+        pred_row=order,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+@functools.cache
+def _compute_ap() -> Callable[..., Any]:
+    # Imported on first use: importing ultralytics creates its settings file, not something module import should do.
+    from ultralytics.utils.metrics import compute_ap
+
+    return compute_ap
+
+
+def _ap(n_ref: float, n: np.ndarray, tp: np.ndarray) -> np.ndarray:
+    """AP at each IoU threshold from grouped weighted counts (ultralytics ap_per_class, one class)."""
+    if n_ref <= 0:
+        return np.full(IOU_THRESHOLDS.size, np.nan)
+    if n.size == 0:
+        return np.zeros(IOU_THRESHOLDS.size)
+    tpc = tp.cumsum(0)
+    fpc = n.cumsum()[:, None] - tpc
+    recall = tpc / (n_ref + _RECALL_EPS)
+    precision = tpc / (tpc + fpc)
+    compute_ap = _compute_ap()
+    return np.array([compute_ap(recall[:, j], precision[:, j])[0] for j in range(tp.shape[1])])
+
+
+def _patient_weights(m: Matched, weights: np.ndarray | None) -> np.ndarray:
+    if weights is None:
+        return np.ones(m.n_patients)
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (m.n_patients,) or (w < 0).any():
+        raise ValueError(f"weights must be {m.n_patients} non-negative numbers (one per patient), got {w.shape}")
+    return w
+
+
+def _score(m: Matched, w: np.ndarray, conf: float, iou_index: int, ap50_only: bool = False) -> np.ndarray:
+    """Every figure in METRICS, as an array, for patient weights `w` (the bootstrap's inner loop).
+
+    `ap50_only` skips AP at IoU 0.55-0.95 (the mAP50-95 figures come back NaN): a tenth of the AP work, for a
+    paired bootstrap of a figure that does not need them.
+    """
+    n_ref = w @ m.patient_ref_counts
+    ap = np.full((NUM_CLASSES, IOU_THRESHOLDS.size), np.nan)
+    precision = np.full(NUM_CLASSES, np.nan)
+    recall = np.full(NUM_CLASSES, np.nan)
+    for c, curve in enumerate(m.curves):
+        w_rows = w[curve.patient]
+        n, tp, score = curve.grouped(w_rows)
+        if ap50_only:
+            ap[c, 0] = _ap(n_ref[c], n, tp[:, :1])[0]
+        else:
+            ap[c] = _ap(n_ref[c], n, tp)
+        # Operating point: greedy matching in score order means the boxes at or above `conf` are matched exactly
+        # as if the others did not exist, so their stored flags are the thresholded detector's.
+        k = int(np.searchsorted(-score, -conf, side="right"))
+        n_above, tp_above = n[:k].sum(), tp[:k, iou_index].sum()
+        precision[c] = tp_above / n_above if n_above > 0 else np.nan
+        recall[c] = tp_above / n_ref[c] if n_ref[c] > 0 else np.nan
+    present = n_ref > 0
+    # Class means over classes with references (ultralytics / COCO); a class with references but no boxes above
+    # `conf` counts precision 0 there (ultralytics' convention), while its own PPV stays undefined.
+    mean_p = np.nan_to_num(precision[present], nan=0.0).mean() if present.any() else np.nan
+    mean_r = recall[present].mean() if present.any() else np.nan
+    map50 = ap[present, 0].mean() if present.any() else np.nan
+    map50_95 = ap[present].mean() if present.any() else np.nan
+    return np.array(
+        [map50, map50_95, mean_p, mean_r, recall[LESION_CLASS], precision[LESION_CLASS], *ap[:, 0], *ap.mean(1)]
+    )
+
+
+def metrics(m: Matched, weights: np.ndarray | None = None, conf: float = 0.25, iou: float = 0.5) -> dict[str, float]:
+    """Score a matching, optionally with patient weights (a bootstrap resample: times each patient is drawn).
+
+    Args:
+        m: from `match`.
+        weights: (P,) non-negative weight per patient, same order as `m.patient_ids`; None = each once.
+        conf: operating confidence threshold for precision, recall, sensitivity and PPV (boxes with score >= conf).
+        iou: IoU threshold of the operating point (one of 0.50:0.05:0.95).
+
+    Returns:
+        METRICS -> value; NaN where undefined (e.g. AP of a class without references, PPV with no compression box).
+        map50, map50_95, precision and recall average the classes that have references (a class with references
+        but no box at or above `conf` counts precision 0 there, as ultralytics does).
+    """
+    values = _score(m, _patient_weights(m, weights), conf, _iou_index(iou))
+    return {k: float(v) for k, v in zip(METRICS, values, strict=True)}
+
+
+def _iou_index(iou: float) -> int:
+    hits = np.flatnonzero(np.isclose(IOU_THRESHOLDS, iou, atol=1e-9))
+    if hits.size == 0:
+        raise ValueError(f"iou must be one of {np.round(IOU_THRESHOLDS, 2).tolist()}, got {iou}")
+    return int(hits[0])
+
+
+# ---------------------------------------------------------------------------------------------------- bootstrap
+def resample_weights(n_patients: int, resamples: int, seed: int) -> np.ndarray:
+    """(B, P) draw counts: each row is one bootstrap resample of the patients (with replacement)."""
+    rng = np.random.default_rng(seed)
+    if n_patients == 0:
+        return np.zeros((resamples, 0))
+    draws = rng.integers(0, n_patients, size=(resamples, n_patients))
+    flat = draws + (np.arange(resamples) * n_patients)[:, None]
+    return np.bincount(flat.ravel(), minlength=resamples * n_patients).reshape(resamples, n_patients).astype(float)
+
+
+def _interval(point: float, draws: np.ndarray, level: float) -> Interval:
+    valid = draws[np.isfinite(draws)]
+    if valid.size == 0:
+        return Interval(float(point), np.nan, np.nan, 0)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(valid, [tail, 100 - tail])
+    return Interval(float(point), float(low), float(high), int(valid.size))
+
+
+def _difference(point: float, diffs: np.ndarray, level: float) -> Difference:
+    valid = diffs[np.isfinite(diffs)]
+    if valid.size == 0:
+        return Difference(float(point), np.nan, np.nan, np.nan, 0)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(valid, [tail, 100 - tail])
+    # Two-sided: twice the smaller share of resampled differences on either side of zero, floored at 1/(B+1)
+    # because B resamples cannot show a smaller P.
+    p = min(1.0, 2 * min(np.mean(valid <= 0), np.mean(valid >= 0)))
+    return Difference(float(point), float(low), float(high), max(p, 1 / (valid.size + 1)), int(valid.size))
+
+
+def bootstrap(m: Matched, params: EvaluateParams) -> dict[str, Interval]:
+    """Every metric with a patient-bootstrap percentile CI (params: resamples, seed, CI level, operating point).
+
+    Resamples patients, not images (images of one patient are correlated); each resample reuses the matching.
+    """
+    conf, iou_index = params.operating_conf, params.iou_index
+    point = _score(m, np.ones(m.n_patients), conf, iou_index)
+    weights = resample_weights(m.n_patients, params.bootstrap_resamples, params.bootstrap_seed)
+    draws = np.array([_score(m, w, conf, iou_index) for w in weights]).reshape(len(weights), len(METRICS))
+    return {k: _interval(point[i], draws[:, i], params.ci_level) for i, k in enumerate(METRICS)}
+
+
+def _aligned(m_a: Matched, m_b: Matched) -> tuple[int, np.ndarray, np.ndarray]:
+    """Common patient list of two matchings of the same reference: (P, index of a's patients, index of b's)."""
+    union = np.union1d(m_a.patient_ids.astype(str), m_b.patient_ids.astype(str))
+    ia = np.searchsorted(union, m_a.patient_ids.astype(str))
+    ib = np.searchsorted(union, m_b.patient_ids.astype(str))
+    ref_a = np.zeros((union.size, NUM_CLASSES))
+    ref_b = np.zeros((union.size, NUM_CLASSES))
+    ref_a[ia], ref_b[ib] = m_a.patient_ref_counts, m_b.patient_ref_counts
+    if not np.array_equal(ref_a, ref_b):
+        raise ValueError("paired comparison needs both sources scored against the same reference boxes and patients")
+    return int(union.size), ia, ib
+
+
+def paired_difference(m_a: Matched, m_b: Matched, params: EvaluateParams, metric: str = "map50") -> Difference:
+    """A minus B on one metric, with a paired patient bootstrap (the same resample applied to both sources).
+
+    Args:
+        m_a: e.g. the model, matched against the reference.
+        m_b: e.g. the mid-level readers, matched against the same reference.
+        params: resamples, seed, CI level, operating point.
+        metric: a key of METRICS.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
+    k = METRICS.index(metric)
+    n, ia, ib = _aligned(m_a, m_b)
+    ones = np.ones(n)
+
+    def score(m: Matched, w: np.ndarray) -> float:
+        return _score(m, w, params.operating_conf, params.iou_index, ap50_only="50_95" not in metric)[k]
+
+    point = score(m_a, ones[ia]) - score(m_b, ones[ib])
+    weights = resample_weights(n, params.bootstrap_resamples, params.bootstrap_seed)
+    diffs = np.array([score(m_a, w[ia]) - score(m_b, w[ib]) for w in weights])
+    return _difference(point, diffs, params.ci_level)
+
+
+# ---------------------------------------------------------------------------------------- matched operating points
+OPERATING_POINT_KEYS: tuple[str, ...] = (
+    "reader_sensitivity",
+    "reader_ppv",
+    "model_conf_at_reader_sensitivity",
+    "model_sensitivity_at_reader_sensitivity",
+    "model_ppv_at_reader_sensitivity",
+    "ppv_gain_at_reader_sensitivity",
+    "model_conf_at_reader_ppv",
+    "model_sensitivity_at_reader_ppv",
+    "model_ppv_at_reader_ppv",
+    "sensitivity_gain_at_reader_ppv",
+)
+
+
+def _lesion_curve(m: Matched, w: np.ndarray, iou_index: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """(references, thresholds, sensitivity, PPV) of the compression class at each distinct score, descending."""
+    n_ref = float(w @ m.patient_ref_counts[:, LESION_CLASS])
+    n, tp, score = m.curves[LESION_CLASS].grouped(w[m.curves[LESION_CLASS].patient])
+    cum_tp, cum_n = tp[:, iou_index].cumsum(), n.cumsum()
+    sens = cum_tp / n_ref if n_ref > 0 else np.full(score.size, np.nan)
+    return n_ref, score, sens, cum_tp / cum_n  # groups of zero weight are dropped, so cum_n > 0
+
+
+def _operating_points(
+    model: Matched, reader: Matched, w_model: np.ndarray, w_reader: np.ndarray, conf: float, iou_index: int
+) -> np.ndarray:
+    n_ref, r_thr, r_sens, r_ppv = _lesion_curve(reader, w_reader, iou_index)
+    k = int(np.searchsorted(-r_thr, -conf, side="right")) - 1  # the reader's boxes at or above conf: all, if 1.0
+    # A reader who marks no compressed level has sensitivity 0 (if there are any) and no PPV.
+    sens_r = r_sens[k] if k >= 0 else (0.0 if n_ref > 0 else np.nan)
+    ppv_r = r_ppv[k] if k >= 0 else np.nan
+    _, thr, sens, ppv = _lesion_curve(model, w_model, iou_index)
+    tol = 1e-12  # float noise only: counts are integers (times integer weights)
+    # Model sensitivity never falls as the threshold drops: the highest threshold reaching the reader's sensitivity.
+    hit = np.flatnonzero(sens >= sens_r - tol) if np.isfinite(sens_r) else np.zeros(0, np.int64)
+    at_sens = (thr[hit[0]], sens[hit[0]], ppv[hit[0]]) if hit.size else (np.nan,) * 3
+    # PPV is not monotone: the lowest threshold (most sensitive) whose PPV still reaches the reader's.
+    hit = np.flatnonzero(ppv >= ppv_r - tol) if np.isfinite(ppv_r) else np.zeros(0, np.int64)
+    at_ppv = (thr[hit[-1]], sens[hit[-1]], ppv[hit[-1]]) if hit.size else (np.nan,) * 3
+    return np.array(
+        [sens_r, ppv_r, *at_sens, at_sens[2] - ppv_r, *at_ppv, at_ppv[1] - sens_r],
+    )
+
+
+def matched_operating_points(model: Matched, reader: Matched, conf: float = 0.25, iou: float = 0.5) -> dict[str, float]:
+    """Lesion-level (compression) sensitivity and PPV of a reader and of the model at matched operating points.
+
+    A reader's boxes (all scored 1.0) give one operating point. The model is read off its own curve there: at the
+    highest confidence threshold where its sensitivity reaches the reader's (its PPV compared), and at the lowest
+    where its PPV still reaches the reader's (its sensitivity compared). NaN where the model cannot reach it.
+
+    Args:
+        model: model boxes matched against the reference.
+        reader: reader boxes matched against the same reference.
+        conf: the reader's boxes at or above this score form its operating point (all of them when scored 1.0).
+        iou: IoU threshold for a TP.
+
+    Returns:
+        OPERATING_POINT_KEYS -> value, plus `reader_operating_points` (distinct reader scores: 1 for a reader).
+    """
+    n, ia, ib = _aligned(model, reader)
+    ones = np.ones(n)
+    values = _operating_points(model, reader, ones[ia], ones[ib], conf, _iou_index(iou))
+    out = {k: float(v) for k, v in zip(OPERATING_POINT_KEYS, values, strict=True)}
+    out["reader_operating_points"] = float(np.unique(reader.pred_score).size)
+    return out
+
+
+def bootstrap_operating_points(
+    model: Matched, reader: Matched, params: EvaluateParams
+) -> dict[str, Interval | Difference]:
+    """`matched_operating_points` with paired patient-bootstrap CIs; the two gains also get a P value.
+
+    Each resample re-finds the matched threshold (the reader's operating point moves with the resample too).
+    """
+    n, ia, ib = _aligned(model, reader)
+    conf, iou_index = params.operating_conf, params.iou_index
+    ones = np.ones(n)
+    point = _operating_points(model, reader, ones[ia], ones[ib], conf, iou_index)
+    weights = resample_weights(n, params.bootstrap_resamples, params.bootstrap_seed)
+    draws = np.array([_operating_points(model, reader, w[ia], w[ib], conf, iou_index) for w in weights])
+    draws = draws.reshape(len(weights), len(OPERATING_POINT_KEYS))
+    out: dict[str, Interval | Difference] = {}
+    for i, key in enumerate(OPERATING_POINT_KEYS):
+        gain = key.endswith("_gain_at_reader_sensitivity") or key.endswith("_gain_at_reader_ppv")
+        out[key] = (_difference if gain else _interval)(point[i], draws[:, i], params.ci_level)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- subgroups
+SUBGROUP_COLUMNS: tuple[str, ...] = (
+    "subgroup",
+    "value",
+    "n_patients",
+    "n_images",
+    *(f"n_refs_{name}" for name in CLASS_NAMES),
+    "metric",
+    "point",
+    "low",
+    "high",
+    "n_valid",
+    "too_small",
+    "reason",
+)
+
+
+def subgroup_table(pred: pd.DataFrame, ref: pd.DataFrame, images: pd.DataFrame, params: EvaluateParams) -> pd.DataFrame:
+    """Every metric with its CI overall and per value of each subgroup column (site, manufacturer, ...).
+
+    Matches once, then scores each subgroup's slice of that matching with its own patient bootstrap. A row is
+    flagged `too_small` (its point estimate still shown) when the subgroup has fewer than `min_subgroup_patients`
+    patients or fewer than `min_subgroup_refs` references of a class the metric depends on.
+
+    Args:
+        pred: predicted boxes (see `match`).
+        ref: reference boxes.
+        images: one row per image: `image_id, patient_key` and the `params.subgroups` columns.
+        params: subgroups, thresholds and bootstrap settings.
+
+    Returns:
+        Long table, one row per (subgroup, value, metric), columns SUBGROUP_COLUMNS; subgroup "all" first.
+    """
+    needed = ["image_id", "patient_key", *params.subgroups]
+    missing = [c for c in needed if c not in images.columns]
+    if missing:
+        raise ValueError(f"images table lacks column(s) {', '.join(missing)} needed for subgroups")
+    table = images.assign(image_id=images["image_id"].astype(str)).drop_duplicates("image_id").set_index("image_id")
+    m = match(pred, ref, dict(zip(table.index, table["patient_key"].astype(str), strict=True)))
+    attrs = table.loc[m.image_ids]
+    slices: list[tuple[str, str, np.ndarray]] = [("all", "all", np.ones(m.n_images, dtype=bool))]
+    for col in params.subgroups:
+        values = attrs[col].astype(object).where(attrs[col].notna(), "unknown").astype(str).to_numpy()
+        slices += [(col, v, values == v) for v in sorted(set(values))]
+    rows: list[dict[str, Any]] = []
+    for col, value, mask in slices:
+        sub = m.subset(mask)
+        refs = sub.ref_counts.sum(0)
+        intervals = bootstrap(sub, params)
+        for metric in METRICS:
+            reasons = []
+            if sub.n_patients < params.min_subgroup_patients:
+                reasons.append(f"{sub.n_patients} patients < {params.min_subgroup_patients}")
+            for c in METRIC_CLASSES[metric]:
+                if refs[c] < params.min_subgroup_refs:
+                    reasons.append(f"{int(refs[c])} {CLASS_NAMES[c]} references < {params.min_subgroup_refs}")
+            iv = intervals[metric]
+            rows.append(
+                {
+                    "subgroup": col,
+                    "value": value,
+                    "n_patients": sub.n_patients,
+                    "n_images": sub.n_images,
+                    **{f"n_refs_{name}": int(refs[i]) for i, name in enumerate(CLASS_NAMES)},
+                    "metric": metric,
+                    "point": iv.point,
+                    "low": iv.low,
+                    "high": iv.high,
+                    "n_valid": iv.n_valid,
+                    "too_small": bool(reasons),
+                    "reason": "; ".join(reasons),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(SUBGROUP_COLUMNS))
