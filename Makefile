@@ -21,9 +21,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed  ## create .venv and install cordwatch with its dev tools
 
-demo: install  ## generate the SYNTHETIC demo cohort and ingest it
+demo: install  ## SYNTHETIC demo cohort -> ingest -> patient splits -> data contracts
 	$(BIN)/cordwatch synth --profile $(PROFILE)
 	$(BIN)/cordwatch ingest --profile $(PROFILE)
+	$(BIN)/cordwatch split --profile $(PROFILE)
+	$(BIN)/cordwatch validate --profile $(PROFILE)
 
 test: install  ## lint, then the whole test suite
 	$(BIN)/ruff check .

@@ -50,6 +50,7 @@ def params(tmp_path: Path):
             "ingested_dir": tmp_path / "ingested",
             "state_dir": tmp_path / ".state",
             "reports_dir": tmp_path / "reports",
+            "splits_file": tmp_path / "splits.parquet",
         }
     )
     return p.model_copy(update={"paths": paths, "ingest": p.ingest.model_copy(update={"workers": 1})})

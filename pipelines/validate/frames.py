@@ -49,7 +49,7 @@ SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "patient_key", "site", "split", "f
 CV, INTERNAL_TEST, EXTERNAL_TEST = "cv", "internal_test", "external_test"
 SPLITS: tuple[str, ...] = (CV, INTERNAL_TEST, EXTERNAL_TEST)
 
-REDACTED = "<redacted>"
+REDACTED = "[redacted]"  # no angle brackets: Data Docs would render them as an HTML tag
 
 
 @dataclass(frozen=True)

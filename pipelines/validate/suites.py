@@ -7,6 +7,7 @@ failure message names (`"splits: no patient in two folds"`). Cross-table rules r
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -31,14 +32,22 @@ if TYPE_CHECKING:
 
 
 def load_gx() -> ModuleType:
-    """Import great_expectations with its usage analytics off (set before the import, which reads it)."""
+    """Import great_expectations with its usage analytics off (set before the import, which reads it), and quiet.
+
+    GX 1.24 ships no analytics client any more, so the variable is a guard against versions that do. Its loggers
+    chat at INFO on import (registry notes); unless someone configured them, only warnings get through.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    gx_log = logging.getLogger("great_expectations")
+    if gx_log.level == logging.NOTSET:
+        gx_log.setLevel(logging.WARNING)
     import great_expectations as gx
 
     return gx
 
 
-def _col() -> Any:
+def _condition_column() -> Any:
+    """GX's row-condition `Column` (conditions are objects in GX >= 1.9; strings are deprecated)."""
     from great_expectations.expectations.row_conditions import Column
 
     return Column
@@ -258,14 +267,15 @@ def annotations_suite(params: ValidateParams, external_sites: Sequence[str] = ()
 def annotations_per_image_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
     """One row per image: every image that enters training has a reference (expert) read."""
     e = load_gx().expectations
-    Column = _col()
+    Column = _condition_column()
     level = params.reference_reader_level
+    article = "an" if level[0] in "aeiou" else "a"
     exps: list[Expectation] = [
         e.ExpectColumnValuesToBeBetween(
             column="reference_boxes",
             min_value=1,
             row_condition=Column("enters_training") == True,  # noqa: E712 (a GX condition, not a comparison)
-            description=f"annotations: every image that enters training has an {level} reference read",
+            description=f"annotations: every image that enters training has {article} {level} reference read",
         )
     ]
     return _suite("annotations_per_image", exps)
@@ -274,7 +284,7 @@ def annotations_per_image_suite(params: ValidateParams, external_sites: Sequence
 def splits_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
     """splits.parquet: one row per ingested image, known splits and folds, external sites held out."""
     e = load_gx().expectations
-    Column = _col()
+    Column = _condition_column()
     t = "splits"
     external = sorted(external_sites)
     either = "either_value_is_missing"  # an unknown image is reported once, by "every row is an ingested image"
@@ -373,7 +383,7 @@ def splits_per_patient_suite(params: ValidateParams, external_sites: Sequence[st
 def splits_per_fold_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
     """One row per cv fold: folds 0..k-1, and each fold's compression share close to the share over all of cv."""
     e = load_gx().expectations
-    Column = _col()
+    Column = _condition_column()
     tol = params.fold_balance_tolerance
     exps: list[Expectation] = [
         e.ExpectTableRowCountToBeBetween(min_value=2, description="splits: cv has at least two folds"),

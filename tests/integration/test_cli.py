@@ -36,6 +36,7 @@ def params_file(tmp_path: Path) -> Path:
         "ingested_dir": str(tmp_path / "ingested"),
         "state_dir": str(tmp_path / ".state"),
         "reports_dir": str(tmp_path / "reports"),
+        "splits_file": str(tmp_path / "splits.parquet"),
     }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -202,3 +203,20 @@ def test_score_command_prints_table_and_writes_json(tmp_path: Path) -> None:
     bad.write_text("image_id,label,x_min,y_min,x_max\na,normal,1,1,2\n")
     code, text = _run("score", "--pred", str(bad), "--ref", str(ref))
     assert code == 2 and "y_max" in text
+
+
+def test_split_then_validate_and_a_broken_contract_stops_it(params_file: Path, tmp_path: Path) -> None:
+    for cmd in ("synth", "ingest", "split", "validate"):
+        code, out = _run(cmd, "--params", str(params_file), "--profile", "ci")
+        assert code == 0, (cmd, out)
+    assert "all data contracts hold" in out
+    assert (tmp_path / "reports" / "validation" / "index.html").is_file()
+
+    splits_file = tmp_path / "splits.parquet"
+    splits = pd.read_parquet(splits_file)
+    leaked = splits["site"] == "ext"
+    splits.loc[leaked, ["split", "fold"]] = ["cv", 0]  # the external centre sneaks into training
+    splits.to_parquet(splits_file, index=False)
+    code, out = _run("validate", "--params", str(params_file), "--profile", "ci")
+    assert code == 1
+    assert "splits: the external site is never in training" in out

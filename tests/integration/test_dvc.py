@@ -86,6 +86,7 @@ def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> Non
     assert set(lock["stages"]) == set(stages)
     assert (repo / "data" / "ingested" / "images.parquet").is_file()
     assert (repo / "data" / "splits.parquet").is_file()
+    assert (repo / "reports" / "validation" / "index.html").is_file()  # Data Docs
     assert dvc_hash(Path("data/ingested/images.parquet"), repo).endswith(".dir")
 
     # Record the experiment (lock + metric summaries), as the README says, then move one parameter.
@@ -98,6 +99,7 @@ def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> Non
     assert "Stage 'synth' didn't change, skipping" in out
     assert "Stage 'ingest' didn't change, skipping" in out
     assert "Running stage 'split'" in out
+    assert "Running stage 'validate'" in out  # it depends on the splits
     assert _sha(repo / "data" / "ingested" / "images.parquet") == ingested_before
     assert _sha(repo / "data" / "splits.parquet") != splits_before
     assert "split.seed" in _sh(repo, "dvc", "params", "diff")
