@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from pipelines.contracts import ANNOTATION_TABLE_COLUMNS, ANNOTATIONS_TABLE, IMAGE_COLUMNS, IMAGES_TABLE
 from pipelines.validate import DataContractError, ValidateParams, ValidationReport, validate_dataset
 from pipelines.validate.suites import SUITES
 
-BLOCK = Path(__file__).resolve().parents[2] / "pipelines" / "validate" / "params_block.yaml"
 EXTERNAL = ("ext",)
 
 
@@ -348,16 +346,6 @@ def test_without_splits_only_images_and_annotations_run_and_every_image_needs_an
 def test_missing_ingested_table_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"images\.parquet"):
         validate_dataset(ValidateParams(), tmp_path, None, tmp_path / "reports", EXTERNAL)
-
-
-def test_params_block_matches_the_model_and_comments_every_key() -> None:
-    text = BLOCK.read_text(encoding="utf-8")
-    block = yaml.safe_load(text)
-    params = ValidateParams.model_validate(block["validate"])
-    assert params == ValidateParams()  # the block documents the defaults
-    keys = [line for line in text.splitlines()[1:] if line.strip() and not line.lstrip().startswith("#")]
-    assert len(keys) == len(ValidateParams.model_fields)
-    assert all("  # (" in line for line in keys), [line for line in keys if "  # (" not in line]
 
 
 def test_params_reject_unknown_keys_and_bad_ranges() -> None:
