@@ -130,6 +130,25 @@ def validate(
 
 
 @app.command()
+def train(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Cross-validated YOLO11 training on the development folds, then the final model (MLflow parent + fold runs)."""
+    params = _setup(params_file, profile)
+    from flows.train_flow import train_flow
+
+    summary_file = params.paths.reports_dir / "validation" / "summary.json"
+    if not params.paths.splits_file.is_file() or not summary_file.is_file():
+        typer.echo(
+            "error: run `cordwatch split` and `cordwatch validate` first (no model trains on unchecked data)", err=True
+        )
+        raise typer.Exit(2)
+    summary = train_flow(params)
+    typer.echo(summary.line())
+
+
+@app.command()
 def score(
     pred: Annotated[Path, typer.Option("--pred", help="Prediction boxes CSV/parquet (score column optional).")],
     ref: Annotated[Path, typer.Option("--ref", help="Reference boxes CSV/parquet (patient_key optional).")],

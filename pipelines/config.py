@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipelines.evaluate.params import EvaluateParams
 from pipelines.synth.params import SynthParams
+from pipelines.train.params import TrainParams
 from pipelines.validate.params import ValidateParams
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -37,6 +38,9 @@ class PathsParams(StrictModel):
     state_dir: Path = Path(".cordwatch")
     reports_dir: Path = Path("reports")
     splits_file: Path = Path("data/splits.parquet")
+    models_dir: Path = Path("models")
+    mlflow_uri: str = "sqlite:///mlflow.db"
+    mlflow_artifacts: Path = Path("mlruns")
 
 
 RuleOp = Literal["equals", "in", "regex", "not_regex", "range", "plane", "absent_or_not_equals"]
@@ -130,6 +134,7 @@ class Params(StrictModel):
     split: SplitParams = SplitParams()
     # The YAML section is `validate`; the attribute is `validation` (pydantic's BaseModel owns `.validate`).
     validation: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
 
     def with_profile(self, profile: str | None) -> Params:
@@ -137,6 +142,7 @@ class Params(StrictModel):
         if profile is None:
             return self
         self.synth.profile(profile)  # raises with the list of known profiles
+        self.train.profile(profile)
         return self.model_copy(update={"profile": profile})
 
 
@@ -190,6 +196,7 @@ def load_params(path: Path = DEFAULT_PARAMS_FILE, profile: str | None = None) ->
             "ingest": IngestParams,
             "split": SplitParams,
             "validate": ValidateParams,
+            "train": TrainParams,
             "evaluate": EvaluateParams,
         }
         raise ParamsError(f"{path} is invalid:\n{_explain(exc, known)}") from exc

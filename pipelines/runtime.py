@@ -56,3 +56,31 @@ def _place_font(font_dir: Path) -> None:
     if source.is_file():
         font_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
+
+
+def configure_ultralytics(state_dir: Path) -> None:
+    """Ultralytics settings for an offline, self-contained run (call before building a YOLO model).
+
+    `sync` off stops its usage events; its own MLflow/ClearML/Comet/DVC/W&B callbacks are off because cordwatch logs
+    to MLflow deliberately through its own callbacks (no stray `mlflow.db` or `runs/` in the working directory);
+    datasets, weights and runs folders point into the project state instead of the user's home or CWD.
+    """
+    configure(state_dir)
+    from ultralytics.utils import SETTINGS
+
+    state_dir = state_dir.resolve()
+    wanted = {
+        "sync": False,
+        "mlflow": False,
+        "clearml": False,
+        "comet": False,
+        "dvc": False,
+        "wandb": False,
+        "tensorboard": False,
+        "raytune": False,
+        "datasets_dir": str(state_dir / "ultralytics" / "datasets"),
+        "weights_dir": str(state_dir / "ultralytics" / "weights"),
+        "runs_dir": str(state_dir / "ultralytics" / "runs"),
+    }
+    if any(SETTINGS.get(k) != v for k, v in wanted.items()):
+        SETTINGS.update(wanted)

@@ -1,0 +1,107 @@
+"""Prefect flow: cross-validated YOLO11 training, each fold an MLflow child run under one parent run.
+
+Folds run one after another: on 2 CPU cores torch already uses both, so concurrent folds would only contend.
+On a multi-GPU machine, set `train.device` per fold or move to ultralytics DDP (see README).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.reports import write_json
+from flows.tracking import lineage_tags, setup_mlflow
+from pipelines import runtime
+from pipelines.config import Params
+from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
+from pipelines.train.core import FoldResult, TrainSummary, train_cross_validated
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
+
+
+@task(name="train-folds", cache_policy=NO_CACHE)
+def train_task(params: Params) -> tuple[TrainSummary, str]:
+    """Train every fold and the final model, logging to MLflow; return the summary and the parent run id."""
+    import mlflow
+
+    runtime.configure_ultralytics(params.paths.state_dir)
+    paths = params.paths
+    images = pd.read_parquet(paths.ingested_dir / IMAGES_TABLE)
+    annotations = pd.read_parquet(paths.ingested_dir / ANNOTATIONS_TABLE)
+    splits = pd.read_parquet(paths.splits_file)
+    synthetic = bool(images["is_synthetic"].any())
+    setup_mlflow(params)
+    prof = params.train.profile(params.profile)
+    fold_runs: dict[str, str] = {}
+
+    with mlflow.start_run(run_name=f"train-{params.profile}") as parent:
+        mlflow.set_tags({**lineage_tags(params, paths.ingested_dir, synthetic), "cordwatch.stage": "train"})
+        mlflow.log_params({"model": params.train.model, "final_model": params.train.final_model, **prof.model_dump()})
+        validation = paths.reports_dir / "validation"
+        if (validation / "index.html").is_file():  # the Data Docs of the data this model was trained on
+            mlflow.log_artifacts(str(validation), artifact_path="data_validation")
+
+        def child_for(name: str) -> str:
+            if name not in fold_runs:
+                run = mlflow.start_run(run_name=name, nested=True, parent_run_id=parent.info.run_id)
+                fold_runs[name] = run.info.run_id
+                mlflow.set_tags({"cordwatch.stage": "train", "cordwatch.fold": name})
+                mlflow.end_run()
+            return fold_runs[name]
+
+        client = mlflow.MlflowClient()
+
+        def log_epoch(name: str, epoch: int, metrics: dict[str, float]) -> None:
+            run_id = child_for(name)
+            for key, value in metrics.items():
+                client.log_metric(run_id, key, value, step=epoch)
+
+        def log_fold(result: FoldResult) -> None:
+            run_id = child_for(result.name)
+            for key, value in _finite(result.metrics).items():
+                client.log_metric(run_id, f"final_{key}", value)
+            client.log_param(run_id, "epochs_trained", result.epochs)
+            client.log_param(run_id, "resumed", result.resumed)
+            client.log_artifact(run_id, str(result.weights), artifact_path="weights")
+            for extra in ("results.csv", "args.yaml", "results.png", "BoxPR_curve.png", "confusion_matrix.png"):
+                if (result.run_dir / extra).is_file():
+                    client.log_artifact(run_id, str(result.run_dir / extra), artifact_path="ultralytics")
+            client.set_terminated(run_id)
+
+        summary = train_cross_validated(
+            params.train,
+            params.profile,
+            paths.ingested_dir,
+            splits,
+            images,
+            annotations,
+            paths.state_dir / "yolo",
+            paths.models_dir,
+            log=log_epoch,
+            on_fold=log_fold,
+        )
+        mlflow.log_metrics({f"cv_{k}": v for k, v in _finite(summary.cv).items()})
+        mlflow.log_param("final_source", summary.final_source)
+        mlflow.log_artifact(str(paths.models_dir / "final.pt"), artifact_path="model")
+        return summary, parent.info.run_id
+
+
+@flow(name="cordwatch-train")
+def train_flow(params: Params) -> TrainSummary:
+    """K-fold training on the development centre, then the final model; reports/train/summary.json for DVC."""
+    summary, run_id = train_task(params)
+    report = {
+        "cv": summary.cv,
+        "folds": {f.name: _finite(f.metrics) for f in summary.folds},
+        "final_source": summary.final_source,
+    }
+    write_json(params.paths.reports_dir / "train" / "summary.json", report)
+    (params.paths.models_dir / "train_run.json").write_text(json.dumps({"mlflow_run_id": run_id}) + "\n")
+    get_run_logger().info(summary.line())
+    return summary

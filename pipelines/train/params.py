@@ -1,0 +1,48 @@
+"""Typed `train:` section: the YOLO11 recipe, with per-profile sizes (ci seconds, demo minutes, paper study-sized)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainProfile(_Strict):
+    """Sizes that scale with the profile."""
+
+    imgsz: int = Field(224, ge=32, multiple_of=32)
+    epochs: int = Field(40, ge=1)
+    batch: int = Field(8, ge=1)
+    folds: list[int] | None = None
+
+
+class TrainParams(_Strict):
+    """K-fold YOLO11 training on the development centre's folds, then a final model."""
+
+    model: str = "yolo11n.yaml"
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = Field(0, ge=0)
+    patience: int = Field(100, ge=1)
+    optimizer: str = "auto"
+    final_model: Literal["all_development", "best_fold"] = "best_fold"
+    reference_reader_level: Literal["expert", "mid", "junior"] = "expert"
+    augment: dict[str, float] = Field(default_factory=lambda: {"fliplr": 0.0, "degrees": 5.0, "mosaic": 1.0})
+    profiles: dict[str, TrainProfile] = Field(
+        default_factory=lambda: {
+            "ci": TrainProfile(imgsz=64, epochs=1, batch=4, folds=[0, 1]),
+            "demo": TrainProfile(imgsz=224, epochs=40, batch=8),
+            "paper": TrainProfile(imgsz=640, epochs=150, batch=16),
+        }
+    )
+
+    def profile(self, name: str) -> TrainProfile:
+        """The sizes for a profile, with a clear error listing the known ones."""
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise ValueError(f"no train profile {name!r}; available: {', '.join(sorted(self.profiles))}") from None
