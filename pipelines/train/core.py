@@ -77,9 +77,12 @@ def _metrics_of(results: Any) -> dict[str, float]:
 
 def _epoch_callback(name: str, log: EpochLogger) -> Callable[[Any], None]:
     def on_fit_epoch_end(trainer: Any) -> None:
+        epoch = int(trainer.epoch) + 1
+        if epoch > int(trainer.epochs):  # ultralytics fires it once more for the final validation of best.pt
+            return
         figures = {**trainer.label_loss_items(trainer.tloss, prefix="train"), **(trainer.metrics or {})}
         clean = {k.replace("(B)", "").replace("/", "_"): float(v) for k, v in figures.items()}
-        log(name, int(trainer.epoch) + 1, {k: v for k, v in clean.items() if math.isfinite(v)})
+        log(name, epoch, {k: v for k, v in clean.items() if math.isfinite(v)})
 
     return on_fit_epoch_end
 

@@ -1,0 +1,115 @@
+"""Training for real on the ci profile (tiny images, 1-2 epochs): MLflow run tree, reports, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ci-profile project in a temp folder, run through synth, ingest, split, validate and train."""
+    root = tmp_path_factory.mktemp("project")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = "ci"
+    raw["paths"] = {
+        "synth_dir": str(root / "data/synth"),
+        "ingested_dir": str(root / "data/ingested"),
+        "state_dir": str(root / ".cordwatch"),
+        "reports_dir": str(root / "reports"),
+        "splits_file": str(root / "data/splits.parquet"),
+        "models_dir": str(root / "models"),
+        "mlflow_uri": f"sqlite:///{root / 'mlflow.db'}",
+        "mlflow_artifacts": str(root / "mlruns"),
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    os.environ["CORDWATCH_PSEUDONYM_KEY"] = "train-test-key-0123456789"
+    cwd = Path.cwd()
+    os.chdir(root)  # anything written relative to the working directory would show up here
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            for cmd in ("synth", "ingest", "split", "validate", "train"):
+                result = CliRunner().invoke(app, [cmd, "--params", str(root / "params.yaml")])
+                assert result.exit_code == 0, (cmd, result.output, result.exception)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def test_mlflow_run_tree_and_reports(project: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cordwatch")
+    assert experiment.artifact_location == (project / "mlruns").as_uri()
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"fold0", "fold1"}  # the ci profile trains two folds
+    tags = parent.data.tags
+    assert tags["cordwatch.synthetic_data"] == "true" and "SYNTHETIC" in tags["mlflow.note.content"]
+    assert len(tags["cordwatch.lineage.params_hash"]) == 16
+    for key in ("cv_map50_mean", "cv_map50_sd", "cv_map50_min", "cv_map50_max", "cv_study_map50_min"):
+        assert key in parent.data.metrics
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"model", "data_validation"}
+    for child in children.values():
+        history = client.get_metric_history(child.info.run_id, "metrics_mAP50")
+        assert [m.step for m in history] == [1]  # one epoch, logged per epoch by our callback
+        assert {"final_map50", "final_precision", "train_box_loss"} <= set(child.data.metrics)
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"weights", "ultralytics"}
+    summary = json.loads((project / "reports" / "train" / "summary.json").read_text())
+    assert set(summary["folds"]) == {"fold0", "fold1"}
+    assert summary["cv"]["study_map50_min"] == 0.917
+    assert (project / "models" / "final.pt").is_file()
+    # ultralytics and MLflow wrote nothing of their own in the working directory
+    assert not (project / "runs").exists()
+    assert sorted(p.name for p in project.glob("*.db")) == ["mlflow.db"]
+
+
+def test_killed_fold_resumes_from_its_checkpoint(project: Path, tmp_path: Path) -> None:
+    from pipelines import runtime
+    from pipelines.config import load_params
+    from pipelines.train.core import train_one
+    from pipelines.train.yolo_data import build_view, reference_boxes
+
+    params = load_params(project / "params.yaml")
+    runtime.configure_ultralytics(params.paths.state_dir)
+    images = pd.read_parquet(project / "data/ingested/images.parquet")
+    ann = pd.read_parquet(project / "data/ingested/annotations.parquet")
+    splits = pd.read_parquet(project / "data/splits.parquet")
+    cv = splits[splits["split"] == "cv"]
+    data_yaml = build_view(
+        tmp_path / "view",
+        project / "data/ingested",
+        images,
+        reference_boxes(ann, "expert"),
+        {"train": cv.loc[cv["fold"] != 0, "image_id"], "val": cv.loc[cv["fold"] == 0, "image_id"]},
+    )
+    prof = params.train.profile("ci").model_copy(update={"epochs": 2})
+
+    def die_after_first_epoch(name: str, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt  # as if the machine went away after epoch 1 was saved
+
+    with pytest.raises(KeyboardInterrupt):
+        train_one("resume_me", data_yaml, tmp_path / "runs", params.train, prof, log=die_after_first_epoch)
+    assert (tmp_path / "runs" / "resume_me" / "weights" / "last.pt").is_file()
+    result = train_one("resume_me", data_yaml, tmp_path / "runs", params.train, prof)
+    assert result.resumed
+    assert len(pd.read_csv(tmp_path / "runs" / "resume_me" / "results.csv")) == 2  # epoch 1 kept, epoch 2 added
+    again = train_one("resume_me", data_yaml, tmp_path / "runs", params.train, prof)
+    assert again.resumed and again.metrics == result.metrics  # a finished fold is reused, not retrained
