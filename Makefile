@@ -21,11 +21,13 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed  ## create .venv and install cordwatch with its dev tools
 
-demo: install  ## SYNTHETIC demo cohort -> ingest -> patient splits -> data contracts
+demo: install  ## SYNTHETIC demo cohort -> ingest -> splits -> data contracts -> 5-fold training -> evaluation
 	$(BIN)/cordwatch synth --profile $(PROFILE)
 	$(BIN)/cordwatch ingest --profile $(PROFILE)
 	$(BIN)/cordwatch split --profile $(PROFILE)
 	$(BIN)/cordwatch validate --profile $(PROFILE)
+	$(BIN)/cordwatch train --profile $(PROFILE)
+	$(BIN)/cordwatch evaluate --profile $(PROFILE)
 
 test: install  ## lint, then the whole test suite
 	$(BIN)/ruff check .

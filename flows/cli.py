@@ -149,6 +149,26 @@ def train(
 
 
 @app.command()
+def evaluate(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Final model and reader groups on the internal and external test sets: bootstrap CIs, paired P, subgroups."""
+    params = _setup(params_file, profile)
+    from flows.evaluate_flow import evaluate_flow
+
+    if not (params.paths.models_dir / "final.pt").is_file():
+        typer.echo("error: no final model; run `cordwatch train` first", err=True)
+        raise typer.Exit(2)
+    evaluate_flow(params)
+    report = params.paths.reports_dir / "evaluation" / "report.md"
+    text = report.read_text(encoding="utf-8")
+    typer.echo(text[: text.index("## internal") if "## internal" in text else len(text)].rstrip())
+    typer.echo(f"\nfull report: {report}")
+    typer.echo(f"MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {params.paths.mlflow_uri}")
+
+
+@app.command()
 def score(
     pred: Annotated[Path, typer.Option("--pred", help="Prediction boxes CSV/parquet (score column optional).")],
     ref: Annotated[Path, typer.Option("--ref", help="Reference boxes CSV/parquet (patient_key optional).")],

@@ -1,0 +1,155 @@
+"""The study's evaluation on one test set: the model and each reader group against the expert reference.
+
+Reader groups (mid-level, junior) are scored reader by reader exactly as the model is; a group's figure is the mean
+over its readers, and its CI (and the model-minus-group difference) comes from the same patient resamples applied to
+every source at once, so the comparison is paired.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.evaluate.params import EvaluateParams
+from pipelines.evaluate.scoring import (
+    METRICS,
+    READER_METRICS_NOTE,
+    Difference,
+    Interval,
+    Matched,
+    bootstrap,
+    match,
+    matched_operating_points,
+    metrics,
+    resample_weights,
+    subgroup_table,
+)
+
+# Du et al. 2026 (Spine 51(9):610-621), for the side-by-side table.
+STUDY = {
+    "cv_map50_range": (0.917, 0.970),
+    "external_map50": (0.944, 0.934, 0.953),
+    "mid_map50": (0.912, 0.908, 0.919),
+    "p_value": "<0.05",
+}
+READER_GROUPS: tuple[str, ...] = ("mid", "junior")
+
+
+@dataclass
+class SetEvaluation:
+    """Everything measured on one test set."""
+
+    name: str
+    n_patients: int
+    n_images: int
+    model: dict[str, Interval]
+    groups: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    readers: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    model_minus_group: dict[str, Difference] = field(default_factory=dict)
+    operating_points: dict[str, dict[str, float]] = field(default_factory=dict)
+    subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n_patients": self.n_patients,
+            "n_images": self.n_images,
+            "model": {k: v.to_dict() for k, v in self.model.items()},
+            "reader_groups": {g: {k: v.to_dict() for k, v in m.items()} for g, m in self.groups.items()},
+            "readers": {r: {k: v.to_dict() for k, v in m.items()} for r, m in self.readers.items()},
+            "model_minus_group": {g: d.to_dict() for g, d in self.model_minus_group.items()},
+            "matched_operating_points": self.operating_points,
+            "reader_note": READER_METRICS_NOTE,
+            "subgroups": self.subgroups.replace({np.nan: None}).to_dict("records"),
+        }
+
+
+def _percentile(point: float, draws: np.ndarray, level: float) -> Interval:
+    valid = draws[np.isfinite(draws)]
+    if valid.size == 0:
+        return Interval(point, float("nan"), float("nan"), 0)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(valid, [tail, 100 - tail])
+    return Interval(float(point), float(low), float(high), int(valid.size))
+
+
+def _group_bootstrap(
+    model: Matched, readers: Sequence[Matched], params: EvaluateParams
+) -> tuple[dict[str, Interval], Difference]:
+    """Group mean of every metric with its CI, and model minus group mean (mAP50), on shared patient resamples."""
+    for m in readers:
+        if not np.array_equal(m.patient_ids, model.patient_ids):
+            raise ValueError("readers and model must be scored on the same patients")
+    conf, iou = params.operating_conf, params.iou_threshold
+
+    def group_mean(w: np.ndarray | None) -> np.ndarray:
+        table = np.array([[metrics(m, w, conf, iou)[k] for k in METRICS] for m in readers])
+        with warnings.catch_warnings():  # a figure undefined for every reader stays NaN, silently
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(table, axis=0)
+
+    point = group_mean(None)
+    model_point = metrics(model, None, conf, iou)["map50"]
+    weights = resample_weights(len(model.patient_ids), params.bootstrap_resamples, params.bootstrap_seed)
+    draws = np.empty((len(weights), len(METRICS)))
+    diffs = np.empty(len(weights))
+    k = METRICS.index("map50")
+    for i, w in enumerate(weights):
+        draws[i] = group_mean(w)
+        diffs[i] = metrics(model, w, conf, iou)["map50"] - draws[i, k]
+    group = {key: _percentile(float(point[j]), draws[:, j], params.ci_level) for j, key in enumerate(METRICS)}
+    diff_interval = _percentile(model_point - float(point[k]), diffs, params.ci_level)
+    valid = diffs[np.isfinite(diffs)]
+    p = min(1.0, 2 * min(np.mean(valid <= 0), np.mean(valid >= 0))) if valid.size else float("nan")
+    p = max(p, 1 / (valid.size + 1)) if valid.size else p
+    return group, Difference(diff_interval.point, diff_interval.low, diff_interval.high, p, diff_interval.n_valid)
+
+
+def evaluate_set(
+    name: str,
+    model_boxes: pd.DataFrame,
+    annotations: pd.DataFrame,
+    images: pd.DataFrame,
+    params: EvaluateParams,
+    reference_level: str = "expert",
+) -> SetEvaluation:
+    """Score the model and the reader groups on the images of one test set.
+
+    Args:
+        name: e.g. "external_test".
+        model_boxes: the model's predictions on these images (image_id, label, box, score).
+        annotations: annotations.parquet rows of these images (all readers).
+        images: images.parquet rows of these images (patient_key and subgroup columns).
+        params: the evaluate section.
+        reference_level: whose reads are the reference standard.
+    """
+    from pipelines.train.yolo_data import reference_boxes
+
+    ids = set(images["image_id"])
+    ann = annotations[annotations["image_id"].isin(ids)]
+    ref = reference_boxes(ann, reference_level)
+    ref = ref[["image_id", "label", "x_min", "y_min", "x_max", "y_max", "patient_key"]].reset_index(drop=True)
+    patient_of = dict(zip(images["image_id"], images["patient_key"], strict=True))
+    pred = model_boxes[model_boxes["image_id"].isin(ids)].reset_index(drop=True)
+    model_m = match(pred, ref, patient_of)
+    result = SetEvaluation(name, images["patient_key"].nunique(), len(images), bootstrap(model_m, params))
+    for group in READER_GROUPS:
+        reader_ids = sorted(ann.loc[ann["reader_level"] == group, "reader_id"].unique())
+        if not reader_ids:
+            continue
+        matched = []
+        for reader in reader_ids:
+            boxes = ann.loc[ann["reader_id"] == reader, ["image_id", "label", "x_min", "y_min", "x_max", "y_max"]]
+            m = match(boxes.reset_index(drop=True), ref, patient_of)  # no score column: a reader, every box 1.0
+            matched.append(m)
+            result.readers[reader] = bootstrap(m, params)
+            result.operating_points[reader] = matched_operating_points(
+                model_m, m, params.operating_conf, params.iou_threshold
+            )
+        result.groups[group], result.model_minus_group[group] = _group_bootstrap(model_m, matched, params)
+    result.subgroups = subgroup_table(pred, ref, images, params)
+    return result
