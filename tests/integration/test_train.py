@@ -34,13 +34,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "mlflow_uri": f"sqlite:///{root / 'mlflow.db'}",
         "mlflow_artifacts": str(root / "mlruns"),
     }
+    raw["evaluate"]["bootstrap_resamples"] = 200  # CIs stay honest, the test stays quick
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     os.environ["CORDWATCH_PSEUDONYM_KEY"] = "train-test-key-0123456789"
     cwd = Path.cwd()
     os.chdir(root)  # anything written relative to the working directory would show up here
     try:
         with prefect_test_harness(server_startup_timeout=120):
-            for cmd in ("synth", "ingest", "split", "validate", "train"):
+            for cmd in ("synth", "ingest", "split", "validate", "train", "evaluate"):
                 result = CliRunner().invoke(app, [cmd, "--params", str(root / "params.yaml")])
                 assert result.exit_code == 0, (cmd, result.output, result.exception)
     finally:
@@ -55,7 +56,9 @@ def test_mlflow_run_tree_and_reports(project: Path) -> None:
     experiment = client.get_experiment_by_name("cordwatch")
     assert experiment.artifact_location == (project / "mlruns").as_uri()
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = [
+        r for r in runs if r.data.tags.get("cordwatch.stage") == "train" and "mlflow.parentRunId" not in r.data.tags
+    ]
     assert len(parents) == 1
     parent = parents[0]
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
@@ -113,3 +116,42 @@ def test_killed_fold_resumes_from_its_checkpoint(project: Path, tmp_path: Path) 
     assert len(pd.read_csv(tmp_path / "runs" / "resume_me" / "results.csv")) == 2  # epoch 1 kept, epoch 2 added
     again = train_one("resume_me", data_yaml, tmp_path / "runs", params.train, prof)
     assert again.resumed and again.metrics == result.metrics  # a finished fold is reused, not retrained
+
+
+def test_evaluation_report_metrics_and_linked_mlflow_run(project: Path) -> None:
+    import mlflow
+
+    metrics = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
+    assert metrics["synthetic"] is True
+    assert set(metrics["sets"]) == {"internal_test", "external_test"}
+    ext = metrics["sets"]["external_test"]
+    splits = pd.read_parquet(project / "data/splits.parquet")
+    assert ext["n_patients"] == splits.loc[splits["split"] == "external_test", "patient_key"].nunique()
+    for key in ("map50", "map50_95", "precision", "recall", "sensitivity"):
+        assert {"point", "low", "high"} <= set(ext["model"][key])
+    assert set(ext["reader_groups"]) == {"mid", "junior"}
+    assert set(ext["readers"]) == {"mid_1", "mid_2", "junior_1", "junior_2"}
+    mid = ext["reader_groups"]["mid"]["map50"]
+    assert 0.5 < mid["point"] <= 1.0 and mid["low"] <= mid["point"] <= mid["high"]  # simulated readers are good
+    diff = ext["model_minus_group"]["mid"]
+    assert 0 < diff["p_value"] <= 1 and diff["low"] <= diff["point"] <= diff["high"]
+    assert {row["subgroup"] for row in ext["subgroups"]} >= {"all", "site", "manufacturer", "field_strength"}
+    predictions = pd.read_parquet(project / "reports" / "evaluation" / "predictions.parquet")
+    assert list(predictions.columns) == ["image_id", "source", "label", "x_min", "y_min", "x_max", "y_max", "score"]
+
+    report = (project / "reports" / "evaluation" / "report.md").read_text()
+    assert "SYNTHETIC DATA" in report and "Du et al. 2026" in report
+    assert "| external mAP50 (95% CI) | 0.944 (0.934-0.953) |" in report
+    assert "Why two reader comparisons" in report
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cordwatch")
+    runs = client.search_runs([experiment.experiment_id])
+    train = [
+        r for r in runs if r.data.tags.get("cordwatch.stage") == "train" and "mlflow.parentRunId" not in r.data.tags
+    ]
+    evaluation = [r for r in runs if r.data.tags.get("cordwatch.stage") == "evaluate"]
+    assert len(evaluation) == 1 and evaluation[0].data.tags["cordwatch.train_run_id"] == train[0].info.run_id
+    assert "external_test_model_map50" in evaluation[0].data.metrics
+    assert "external_test_model_minus_mid_map50_p_value" in evaluation[0].data.metrics
+    assert {a.path for a in client.list_artifacts(evaluation[0].info.run_id)} >= {"metrics.json", "report.md"}
