@@ -102,11 +102,13 @@ def train_one(
     """
     from ultralytics import YOLO
 
+    runs_dir = runs_dir.resolve()  # ultralytics puts a relative `project` under its own runs_dir setting
     run_dir = runs_dir / name
     marker = run_dir / DONE_MARKER
     if marker.is_file():
         saved = json.loads(marker.read_text())
-        return FoldResult(name, Path(saved["weights"]), run_dir, saved["epochs"], saved["metrics"], resumed=True)
+        weights = run_dir / saved["weights"]  # relative, so a run pulled from a DVC remote elsewhere still resolves
+        return FoldResult(name, weights, run_dir, saved["epochs"], saved["metrics"], resumed=True)
     last = run_dir / "weights" / "last.pt"
     resumed = last.is_file()
     model = YOLO(str(last) if resumed else params.model)
@@ -140,7 +142,8 @@ def train_one(
     metrics = _metrics_of(results)
     epochs = len(pd.read_csv(run_dir / "results.csv")) if (run_dir / "results.csv").is_file() else prof.epochs
     result = FoldResult(name, weights, run_dir, epochs, metrics, resumed=resumed)
-    marker.write_text(json.dumps({"weights": str(weights), "epochs": epochs, "metrics": metrics}, indent=2))
+    saved = {"weights": weights.relative_to(run_dir).as_posix(), "epochs": epochs, "metrics": metrics}
+    marker.write_text(json.dumps(saved, indent=2))
     return result
 
 

@@ -59,7 +59,7 @@ def _copy_repo(dest: Path) -> Path:
 def _set_param(repo: Path, section: str, key: str, value: object) -> None:
     """Edit one value in params.yaml in place, keeping its comments (a reviewer's one-line change)."""
     text = (repo / "params.yaml").read_text()
-    start = text.index(f"\n{section}:\n") if section else 0
+    start = re.search(rf"^{section}:", text, re.M).start() if section else 0
     pattern = re.compile(rf"^(\s*{key}: )([^#\n]*?)(\s*#.*)?$", re.M)
     match = pattern.search(text, start)
     assert match is not None, (section, key)
@@ -74,6 +74,7 @@ def _sha(path: Path) -> str:
 def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> None:
     repo = _copy_repo(tmp_path / "repo")
     _set_param(repo, "", "profile", "ci")
+    _set_param(repo, "evaluate", "bootstrap_resamples", 200)  # keeps the evaluate stage quick
     _sh(repo, "git", "init", "-q")
     _sh(repo, "git", "add", "-A")
     _sh(repo, "git", "commit", "-qm", "copy")
@@ -100,6 +101,7 @@ def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> Non
     assert "Stage 'ingest' didn't change, skipping" in out
     assert "Running stage 'split'" in out
     assert "Running stage 'validate'" in out  # it depends on the splits
+    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     assert _sha(repo / "data" / "ingested" / "images.parquet") == ingested_before
     assert _sha(repo / "data" / "splits.parquet") != splits_before
     assert "split.seed" in _sh(repo, "dvc", "params", "diff")
