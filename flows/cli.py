@@ -42,6 +42,13 @@ def _setup(params_file: Path, profile: str | None):  # noqa: ANN202 - returns pi
     return params
 
 
+def _require(path: Path, message: str) -> None:
+    """Exit 2 with a clear message when a stage's input is missing."""
+    if not path.is_file():
+        typer.echo(f"error: {message} ({path} not found)", err=True)
+        raise typer.Exit(2)
+
+
 @app.command()
 def synth(
     params_file: ParamsOpt = Path("params.yaml"),
@@ -96,9 +103,7 @@ def split(
     from flows.split_flow import split_flow
     from pipelines.split import SplitError
 
-    if not (params.paths.ingested_dir / "images.parquet").is_file():
-        typer.echo(f"error: no ingested dataset at {params.paths.ingested_dir}; run `cordwatch ingest` first", err=True)
-        raise typer.Exit(2)
+    _require(params.paths.ingested_dir / "images.parquet", "no ingested dataset; run `cordwatch ingest` first")
     try:
         summary = split_flow(params)
     except SplitError as exc:
@@ -118,9 +123,7 @@ def validate(
     from flows.validate_flow import validate_flow
     from pipelines.validate import DataContractError
 
-    if not (params.paths.ingested_dir / "images.parquet").is_file():
-        typer.echo(f"error: no ingested dataset at {params.paths.ingested_dir}; run `cordwatch ingest` first", err=True)
-        raise typer.Exit(2)
+    _require(params.paths.ingested_dir / "images.parquet", "no ingested dataset; run `cordwatch ingest` first")
     try:
         report = validate_flow(params)
     except DataContractError as exc:
@@ -138,12 +141,11 @@ def train(
     params = _setup(params_file, profile)
     from flows.train_flow import train_flow
 
-    summary_file = params.paths.reports_dir / "validation" / "summary.json"
-    if not params.paths.splits_file.is_file() or not summary_file.is_file():
-        typer.echo(
-            "error: run `cordwatch split` and `cordwatch validate` first (no model trains on unchecked data)", err=True
-        )
-        raise typer.Exit(2)
+    _require(params.paths.splits_file, "run `cordwatch split` first")
+    _require(
+        params.paths.reports_dir / "validation" / "summary.json",
+        "run `cordwatch validate` first: no model trains on unchecked data",
+    )
     summary = train_flow(params)
     typer.echo(summary.line())
 
@@ -157,9 +159,7 @@ def evaluate(
     params = _setup(params_file, profile)
     from flows.evaluate_flow import evaluate_flow
 
-    if not (params.paths.models_dir / "final.pt").is_file():
-        typer.echo("error: no final model; run `cordwatch train` first", err=True)
-        raise typer.Exit(2)
+    _require(params.paths.models_dir / "final.pt", "no final model; run `cordwatch train` first")
     evaluate_flow(params)
     report = params.paths.reports_dir / "evaluation" / "report.md"
     text = report.read_text(encoding="utf-8")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 import pandas as pd
@@ -20,6 +19,7 @@ from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
 from pipelines.evaluate.predict import predict_boxes
 from pipelines.evaluate.report import render_markdown
 from pipelines.evaluate.study import evaluate_set
+from pipelines.io import write_parquet_atomic
 
 TEST_SETS = ("internal_test", "external_test")
 
@@ -54,9 +54,7 @@ def evaluate_task(params: Params) -> dict[str, Any]:
     report_dir = paths.reports_dir / "evaluation"
     report_dir.mkdir(parents=True, exist_ok=True)
     predictions = pd.concat(all_boxes, ignore_index=True) if all_boxes else pd.DataFrame()
-    tmp = report_dir / ".predictions.parquet.tmp"
-    predictions.to_parquet(tmp, index=False)
-    os.replace(tmp, report_dir / "predictions.parquet")
+    write_parquet_atomic(predictions, report_dir / "predictions.parquet")
     return out
 
 

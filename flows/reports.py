@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.ingest.files import write_atomic
+from pipelines.io import write_atomic
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -11,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.reports import write_json
 from pipelines.config import Params
 from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
+from pipelines.io import write_parquet_atomic
 from pipelines.split import make_splits, split_summary
 
 
@@ -21,11 +20,7 @@ def split_task(params: Params) -> pd.DataFrame:
     images = pd.read_parquet(ingested / IMAGES_TABLE, columns=["image_id", "patient_key", "site"])
     annotations = pd.read_parquet(ingested / ANNOTATIONS_TABLE, columns=["patient_key", "reader_level", "label"])
     splits = make_splits(images, annotations, params.split)
-    out = params.paths.splits_file
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    splits.to_parquet(tmp, index=False)
-    os.replace(tmp, out)  # atomic: a killed run never leaves half a table
+    write_parquet_atomic(splits, params.paths.splits_file)
     return split_summary(splits)
 
 

@@ -46,7 +46,8 @@ from pipelines.ingest.annotations import (
     read_annotations,
     yolo_lines,
 )
-from pipelines.ingest.files import DUPLICATE_SOP, FileOutcome, FileSettings, process_file, write_atomic
+from pipelines.ingest.files import DUPLICATE_SOP, FileOutcome, FileSettings, process_file
+from pipelines.io import write_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +351,9 @@ def run_ingest(
     if n_file_rows != total or n_ok + sum(q_counts.values()) != total:
         raise AccountingError(f"{total} files in, {n_ok} ok + {sum(q_counts.values())} quarantined out")
 
-    _write_table(images, output_dir / IMAGES_TABLE)
-    _write_table(ann_table, output_dir / ANNOTATIONS_TABLE)
-    _write_table(manifest, output_dir / MANIFEST_TABLE)
+    write_parquet_atomic(images, output_dir / IMAGES_TABLE)
+    write_parquet_atomic(ann_table, output_dir / ANNOTATIONS_TABLE)
+    write_parquet_atomic(manifest, output_dir / MANIFEST_TABLE)
     _write_sources(state / "sources.csv", ordered)
 
     summary = IngestSummary(
@@ -410,13 +411,6 @@ def _write_labels(labels_dir: Path, ann: pd.DataFrame, refs: dict[str, ImageRef]
         labels_dir.rename(old)
     tmp.rename(labels_dir)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_table(df: pd.DataFrame, path: Path) -> None:
-    """Parquet without pandas' index metadata drift, written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
-    os.replace(tmp, path)
 
 
 def _write_sources(path: Path, ordered: list[FileOutcome]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pipelines.config import SeriesRule
 from pipelines.contracts import SYNTHETIC_MARKER
 from pipelines.ingest import deid
 from pipelines.ingest.rules import first_failure, plane_of
+from pipelines.io import write_atomic
 
 # Stable quarantine reason codes (series rules add `series_rule:<name>`).
 NOT_DICOM = "not_dicom"
@@ -300,13 +300,6 @@ def _encode_png(image: np.ndarray, level: int) -> bytes:
     if not ok:  # pragma: no cover - OpenCV reports failure only for unsupported arrays
         raise Quarantine(UNSUPPORTED_PIXELS, f"PNG encoding failed for shape {image.shape}")
     return buf.tobytes()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary sibling and rename, so a killed run never leaves a half file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def process_file(path: Path, root: Path, settings: FileSettings) -> FileOutcome:

@@ -1,0 +1,23 @@
+"""Atomic writes shared by every stage: a killed run never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary sibling and rename (atomic on POSIX within one file system)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+    """Parquet without the index, zstd-compressed, written atomically (same input -> same bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
+    os.replace(tmp, path)
