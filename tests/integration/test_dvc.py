@@ -92,6 +92,7 @@ def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> Non
 
     # Record the experiment (lock + metric summaries), as the README says, then move one parameter.
     _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "add", "-f", *[str(p.relative_to(repo)) for p in (repo / "reports").glob("*/summary.json")])
     _sh(repo, "git", "commit", "-qm", "ci run")
     splits_before = _sha(repo / "data" / "splits.parquet")
     ingested_before = _sha(repo / "data" / "ingested" / "images.parquet")
