@@ -16,6 +16,7 @@ from flows.tracking import lineage_tags, setup_mlflow
 from pipelines import runtime
 from pipelines.config import Params
 from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
+from pipelines.evaluate.plots import plot_pr_curves
 from pipelines.evaluate.predict import predict_boxes
 from pipelines.evaluate.report import render_markdown
 from pipelines.evaluate.study import evaluate_set
@@ -50,9 +51,15 @@ def evaluate_task(params: Params) -> dict[str, Any]:
         all_boxes.append(boxes)
         result = evaluate_set(name, boxes, annotations, subset, params.evaluate, params.train.reference_reader_level)
         out["sets"][name] = result.to_json()
+        plot_pr_curves(
+            result.matched,
+            paths.reports_dir / "evaluation",
+            name,
+            params.evaluate.iou_threshold,
+            synthetic=bool(images["is_synthetic"].any()),
+        )
     out["synthetic"] = bool(images["is_synthetic"].any())
     report_dir = paths.reports_dir / "evaluation"
-    report_dir.mkdir(parents=True, exist_ok=True)
     predictions = pd.concat(all_boxes, ignore_index=True) if all_boxes else pd.DataFrame()
     write_parquet_atomic(predictions, report_dir / "predictions.parquet")
     return out
@@ -102,6 +109,8 @@ def evaluate_flow(params: Params) -> dict[str, Any]:
         mlflow.log_metrics(_flat(metrics))
         mlflow.log_artifact(str(report_dir / "metrics.json"))
         mlflow.log_artifact(str(report_dir / "report.md"))
+        for png in sorted(report_dir.glob("pr_*.png")):
+            mlflow.log_artifact(str(png), artifact_path="pr_curves")
         metrics["mlflow_run_id"] = run.info.run_id
     get_run_logger().info("evaluation report: %s", report_dir / "report.md")
     return metrics

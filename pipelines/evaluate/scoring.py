@@ -434,6 +434,18 @@ def _ap(n_ref: float, n: np.ndarray, tp: np.ndarray) -> np.ndarray:
     return np.array([compute_ap(recall[:, j], precision[:, j])[0] for j in range(tp.shape[1])])
 
 
+def pr_curve(m: Matched, class_id: int, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision-recall curve of one class at one IoU: (recall, precision, score threshold), one point per distinct
+    score in descending order. A reader (every box 1.0) is a single point."""
+    curve = m.curves[class_id]
+    n_ref = float(m.patient_ref_counts[:, class_id].sum())
+    n, tp, score = curve.grouped(np.ones(curve.score.size))
+    if n.size == 0 or n_ref <= 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    tpc = tp[:, _iou_index(iou)].cumsum()
+    return tpc / n_ref, tpc / n.cumsum(), score
+
+
 def _patient_weights(m: Matched, weights: np.ndarray | None) -> np.ndarray:
     if weights is None:
         return np.ones(m.n_patients)

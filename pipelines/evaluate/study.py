@@ -53,6 +53,7 @@ class SetEvaluation:
     model_minus_group: dict[str, Difference] = field(default_factory=dict)
     operating_points: dict[str, dict[str, float]] = field(default_factory=dict)
     subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
+    matched: dict[str, Matched] = field(default_factory=dict)  # the one-time matchings, for curves
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,6 +138,7 @@ def evaluate_set(
     pred = model_boxes[model_boxes["image_id"].isin(ids)].reset_index(drop=True)
     model_m = match(pred, ref, patient_of)
     result = SetEvaluation(name, images["patient_key"].nunique(), len(images), bootstrap(model_m, params))
+    result.matched["model"] = model_m
     for group in READER_GROUPS:
         reader_ids = sorted(ann.loc[ann["reader_level"] == group, "reader_id"].unique())
         if not reader_ids:
@@ -146,6 +148,7 @@ def evaluate_set(
             boxes = ann.loc[ann["reader_id"] == reader, ["image_id", "label", "x_min", "y_min", "x_max", "y_max"]]
             m = match(boxes.reset_index(drop=True), ref, patient_of)  # no score column: a reader, every box 1.0
             matched.append(m)
+            result.matched[reader] = m
             result.readers[reader] = bootstrap(m, params)
             result.operating_points[reader] = matched_operating_points(
                 model_m, m, params.operating_conf, params.iou_threshold

@@ -154,4 +154,12 @@ def test_evaluation_report_metrics_and_linked_mlflow_run(project: Path) -> None:
     assert len(evaluation) == 1 and evaluation[0].data.tags["cordwatch.train_run_id"] == train[0].info.run_id
     assert "external_test_model_map50" in evaluation[0].data.metrics
     assert "external_test_model_minus_mid_map50_p_value" in evaluation[0].data.metrics
-    assert {a.path for a in client.list_artifacts(evaluation[0].info.run_id)} >= {"metrics.json", "report.md"}
+    assert {a.path for a in client.list_artifacts(evaluation[0].info.run_id)} >= {
+        "metrics.json",
+        "report.md",
+        "pr_curves",
+    }
+    curves = {a.path for a in client.list_artifacts(evaluation[0].info.run_id, "pr_curves")}
+    assert curves == {
+        f"pr_curves/pr_{s}_{c}.png" for s in ("internal_test", "external_test") for c in ("normal", "compression")
+    }
