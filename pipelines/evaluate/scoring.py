@@ -526,7 +526,7 @@ def resample_weights(n_patients: int, resamples: int, seed: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=resamples * n_patients).reshape(resamples, n_patients).astype(float)
 
 
-def _interval(point: float, draws: np.ndarray, level: float) -> Interval:
+def percentile_interval(point: float, draws: np.ndarray, level: float) -> Interval:
     valid = draws[np.isfinite(draws)]
     if valid.size == 0:
         return Interval(float(point), np.nan, np.nan, 0)
@@ -535,7 +535,7 @@ def _interval(point: float, draws: np.ndarray, level: float) -> Interval:
     return Interval(float(point), float(low), float(high), int(valid.size))
 
 
-def _difference(point: float, diffs: np.ndarray, level: float) -> Difference:
+def percentile_difference(point: float, diffs: np.ndarray, level: float) -> Difference:
     valid = diffs[np.isfinite(diffs)]
     if valid.size == 0:
         return Difference(float(point), np.nan, np.nan, np.nan, 0)
@@ -556,7 +556,7 @@ def bootstrap(m: Matched, params: EvaluateParams) -> dict[str, Interval]:
     point = _score(m, np.ones(m.n_patients), conf, iou_index)
     weights = resample_weights(m.n_patients, params.bootstrap_resamples, params.bootstrap_seed)
     draws = np.array([_score(m, w, conf, iou_index) for w in weights]).reshape(len(weights), len(METRICS))
-    return {k: _interval(point[i], draws[:, i], params.ci_level) for i, k in enumerate(METRICS)}
+    return {k: percentile_interval(point[i], draws[:, i], params.ci_level) for i, k in enumerate(METRICS)}
 
 
 def _aligned(m_a: Matched, m_b: Matched) -> tuple[int, np.ndarray, np.ndarray]:
@@ -593,7 +593,7 @@ def paired_difference(m_a: Matched, m_b: Matched, params: EvaluateParams, metric
     point = score(m_a, ones[ia]) - score(m_b, ones[ib])
     weights = resample_weights(n, params.bootstrap_resamples, params.bootstrap_seed)
     diffs = np.array([score(m_a, w[ia]) - score(m_b, w[ib]) for w in weights])
-    return _difference(point, diffs, params.ci_level)
+    return percentile_difference(point, diffs, params.ci_level)
 
 
 # ---------------------------------------------------------------------------------------- matched operating points
@@ -682,7 +682,7 @@ def bootstrap_operating_points(
     out: dict[str, Interval | Difference] = {}
     for i, key in enumerate(OPERATING_POINT_KEYS):
         gain = key.endswith("_gain_at_reader_sensitivity") or key.endswith("_gain_at_reader_ppv")
-        out[key] = (_difference if gain else _interval)(point[i], draws[:, i], params.ci_level)
+        out[key] = (percentile_difference if gain else percentile_interval)(point[i], draws[:, i], params.ci_level)
     return out
 
 

@@ -26,6 +26,8 @@ from pipelines.evaluate.scoring import (
     match,
     matched_operating_points,
     metrics,
+    percentile_difference,
+    percentile_interval,
     resample_weights,
     subgroup_table,
 )
@@ -69,15 +71,6 @@ class SetEvaluation:
         }
 
 
-def _percentile(point: float, draws: np.ndarray, level: float) -> Interval:
-    valid = draws[np.isfinite(draws)]
-    if valid.size == 0:
-        return Interval(point, float("nan"), float("nan"), 0)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(valid, [tail, 100 - tail])
-    return Interval(float(point), float(low), float(high), int(valid.size))
-
-
 def _group_bootstrap(
     model: Matched, readers: Sequence[Matched], params: EvaluateParams
 ) -> tuple[dict[str, Interval], Difference]:
@@ -102,12 +95,8 @@ def _group_bootstrap(
     for i, w in enumerate(weights):
         draws[i] = group_mean(w)
         diffs[i] = metrics(model, w, conf, iou)["map50"] - draws[i, k]
-    group = {key: _percentile(float(point[j]), draws[:, j], params.ci_level) for j, key in enumerate(METRICS)}
-    diff_interval = _percentile(model_point - float(point[k]), diffs, params.ci_level)
-    valid = diffs[np.isfinite(diffs)]
-    p = min(1.0, 2 * min(np.mean(valid <= 0), np.mean(valid >= 0))) if valid.size else float("nan")
-    p = max(p, 1 / (valid.size + 1)) if valid.size else p
-    return group, Difference(diff_interval.point, diff_interval.low, diff_interval.high, p, diff_interval.n_valid)
+    group = {key: percentile_interval(float(point[j]), draws[:, j], params.ci_level) for j, key in enumerate(METRICS)}
+    return group, percentile_difference(model_point - float(point[k]), diffs, params.ci_level)
 
 
 def evaluate_set(
