@@ -8,7 +8,6 @@ every source at once, so the comparison is paired.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,6 @@ from pipelines.evaluate.scoring import (
     Difference,
     Interval,
     Matched,
-    bootstrap,
     match,
     matched_operating_points,
     metrics,
@@ -71,32 +69,37 @@ class SetEvaluation:
         }
 
 
-def _group_bootstrap(
-    model: Matched, readers: Sequence[Matched], params: EvaluateParams
-) -> tuple[dict[str, Interval], Difference]:
-    """Group mean of every metric with its CI, and model minus group mean (mAP50), on shared patient resamples."""
-    for m in readers:
-        if not np.array_equal(m.patient_ids, model.patient_ids):
-            raise ValueError("readers and model must be scored on the same patients")
-    conf, iou = params.operating_conf, params.iou_threshold
+def _draws(m: Matched, weights: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """(point, (B, metrics) resampled values) of one source: computed once, reused for reader and group CIs."""
+    point = np.array([metrics(m, None, conf, iou)[k] for k in METRICS])
+    draws = np.array([[metrics(m, w, conf, iou)[k] for k in METRICS] for w in weights]).reshape(len(weights), -1)
+    return point, draws
 
-    def group_mean(w: np.ndarray | None) -> np.ndarray:
-        table = np.array([[metrics(m, w, conf, iou)[k] for k in METRICS] for m in readers])
-        with warnings.catch_warnings():  # a figure undefined for every reader stays NaN, silently
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(table, axis=0)
 
-    point = group_mean(None)
-    model_point = metrics(model, None, conf, iou)["map50"]
-    weights = resample_weights(len(model.patient_ids), params.bootstrap_resamples, params.bootstrap_seed)
-    draws = np.empty((len(weights), len(METRICS)))
-    diffs = np.empty(len(weights))
+def _nanmean(values: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # a figure undefined for every reader stays NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0)
+
+
+def _reader_group(
+    model_map50: tuple[float, np.ndarray], readers: dict[str, Matched], weights: np.ndarray, params: EvaluateParams
+) -> tuple[dict[str, dict[str, Interval]], dict[str, Interval], Difference]:
+    """Each reader's CIs, the group mean's CIs and model minus group mean (mAP50), all on the same resamples."""
+    conf, iou, level = params.operating_conf, params.iou_threshold, params.ci_level
+    per_reader, points, draws = {}, [], []
+    for reader, m in readers.items():
+        point, resampled = _draws(m, weights, conf, iou)
+        per_reader[reader] = {
+            k: percentile_interval(float(point[j]), resampled[:, j], level) for j, k in enumerate(METRICS)
+        }
+        points.append(point)
+        draws.append(resampled)
+    group_point, group_draws = _nanmean(np.array(points)), _nanmean(np.array(draws))
+    group = {k: percentile_interval(float(group_point[j]), group_draws[:, j], level) for j, k in enumerate(METRICS)}
     k = METRICS.index("map50")
-    for i, w in enumerate(weights):
-        draws[i] = group_mean(w)
-        diffs[i] = metrics(model, w, conf, iou)["map50"] - draws[i, k]
-    group = {key: percentile_interval(float(point[j]), draws[:, j], params.ci_level) for j, key in enumerate(METRICS)}
-    return group, percentile_difference(model_point - float(point[k]), diffs, params.ci_level)
+    diff = percentile_difference(model_map50[0] - float(group_point[k]), model_map50[1] - group_draws[:, k], level)
+    return per_reader, group, diff
 
 
 def evaluate_set(
@@ -126,22 +129,34 @@ def evaluate_set(
     patient_of = dict(zip(images["image_id"], images["patient_key"], strict=True))
     pred = model_boxes[model_boxes["image_id"].isin(ids)].reset_index(drop=True)
     model_m = match(pred, ref, patient_of)
-    result = SetEvaluation(name, images["patient_key"].nunique(), len(images), bootstrap(model_m, params))
+    # One set of patient resamples for every source, so reader groups and the model-minus-group difference pair up.
+    weights = resample_weights(model_m.n_patients, params.bootstrap_resamples, params.bootstrap_seed)
+    model_point, model_draws = _draws(model_m, weights, params.operating_conf, params.iou_threshold)
+    model_ci = {
+        key: percentile_interval(float(model_point[j]), model_draws[:, j], params.ci_level)
+        for j, key in enumerate(METRICS)
+    }
+    result = SetEvaluation(name, images["patient_key"].nunique(), len(images), model_ci)
     result.matched["model"] = model_m
+    k = METRICS.index("map50")
+    model_map50 = (float(model_point[k]), model_draws[:, k])
     for group in READER_GROUPS:
         reader_ids = sorted(ann.loc[ann["reader_level"] == group, "reader_id"].unique())
         if not reader_ids:
             continue
-        matched = []
+        matched: dict[str, Matched] = {}
         for reader in reader_ids:
             boxes = ann.loc[ann["reader_id"] == reader, ["image_id", "label", "x_min", "y_min", "x_max", "y_max"]]
             m = match(boxes.reset_index(drop=True), ref, patient_of)  # no score column: a reader, every box 1.0
-            matched.append(m)
-            result.matched[reader] = m
-            result.readers[reader] = bootstrap(m, params)
+            if not np.array_equal(m.patient_ids, model_m.patient_ids):
+                raise ValueError("readers and model must be scored on the same patients")
+            matched[reader] = result.matched[reader] = m
             result.operating_points[reader] = matched_operating_points(
                 model_m, m, params.operating_conf, params.iou_threshold
             )
-        result.groups[group], result.model_minus_group[group] = _group_bootstrap(model_m, matched, params)
+        per_reader, result.groups[group], result.model_minus_group[group] = _reader_group(
+            model_map50, matched, weights, params
+        )
+        result.readers.update(per_reader)
     result.subgroups = subgroup_table(pred, ref, images, params)
     return result
