@@ -7,7 +7,6 @@ import json
 import math
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -15,54 +14,18 @@ from flows.reports import write_json
 from flows.tracking import lineage_tags, setup_mlflow
 from pipelines import runtime
 from pipelines.config import Params
-from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
-from pipelines.evaluate.plots import plot_pr_curves
-from pipelines.evaluate.predict import predict_boxes
 from pipelines.evaluate.report import render_markdown
-from pipelines.evaluate.study import evaluate_set
+from pipelines.evaluate.run import evaluate_test_sets
 from pipelines.io import write_parquet_atomic
-
-TEST_SETS = ("internal_test", "external_test")
 
 
 @task(name="evaluate-test-sets", cache_policy=NO_CACHE)
 def evaluate_task(params: Params) -> dict[str, Any]:
     """Predict on each test set and score model and readers against the expert reference; return metrics.json."""
     runtime.configure_ultralytics(params.paths.state_dir)
-    paths = params.paths
-    images = pd.read_parquet(paths.ingested_dir / IMAGES_TABLE)
-    annotations = pd.read_parquet(paths.ingested_dir / ANNOTATIONS_TABLE)
-    splits = pd.read_parquet(paths.splits_file)
-    imgsz = params.train.profile(params.profile).imgsz
-    weights = paths.models_dir / "final.pt"
-    out: dict[str, Any] = {"sets": {}, "params": params.evaluate.model_dump(mode="json")}
-    train_summary = paths.reports_dir / "train" / "summary.json"
-    if train_summary.is_file():
-        out["cv"] = json.loads(train_summary.read_text())["cv"]
-    all_boxes = []
-    for name in TEST_SETS:
-        ids = set(splits.loc[splits["split"] == name, "image_id"])
-        subset = images[images["image_id"].isin(ids)].reset_index(drop=True)
-        if subset.empty:
-            continue
-        boxes = predict_boxes(
-            weights, [paths.ingested_dir / p for p in subset["image_path"]], imgsz, device=params.train.device
-        )
-        all_boxes.append(boxes)
-        result = evaluate_set(name, boxes, annotations, subset, params.evaluate, params.train.reference_reader_level)
-        out["sets"][name] = result.to_json()
-        plot_pr_curves(
-            result.matched,
-            paths.reports_dir / "evaluation",
-            name,
-            params.evaluate.iou_threshold,
-            synthetic=bool(images["is_synthetic"].any()),
-        )
-    out["synthetic"] = bool(images["is_synthetic"].any())
-    report_dir = paths.reports_dir / "evaluation"
-    predictions = pd.concat(all_boxes, ignore_index=True) if all_boxes else pd.DataFrame()
-    write_parquet_atomic(predictions, report_dir / "predictions.parquet")
-    return out
+    metrics, predictions = evaluate_test_sets(params)
+    write_parquet_atomic(predictions, params.paths.reports_dir / "evaluation" / "predictions.parquet")
+    return metrics
 
 
 def _flat(metrics: dict[str, Any]) -> dict[str, float]:

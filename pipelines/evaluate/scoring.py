@@ -17,6 +17,7 @@ matching against pycocotools).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -309,6 +310,27 @@ class _ClassCurve:
             return n, tp, score
         return n[keep], tp[keep], score[keep]
 
+    def extent(self, conf: float) -> tuple[int, int]:
+        """(rows, groups) that can move any figure at operating threshold `conf`: every group down to the last one
+        holding a TP at any IoU, and every group scored at or above `conf`. The groups after that are false
+        positives in every resample at every threshold, below the operating point: they only lower precision
+        after recall has reached its last value, under the envelope that AP integrates, so AP is the same
+        without them (and an unused low-confidence tail is most of a detector's boxes at conf 0.001)."""
+        if self.score.size == 0:
+            return 0, 0
+        last_tp = np.flatnonzero(self.tp.any(1))
+        groups_tp = int(np.searchsorted(self.starts, last_tp[-1], side="right")) if last_tp.size else 0
+        groups_conf = int(np.searchsorted(-self.group_score, -conf, side="right"))
+        groups = max(groups_tp, groups_conf)
+        rows = int(self.starts[groups]) if groups < self.starts.size else int(self.score.size)
+        return rows, groups
+
+    def group_sums(self, values: np.ndarray, groups: int) -> np.ndarray:
+        """(B, rows) per-box values -> (B, groups) sums per equal-score group (the first `groups` groups)."""
+        if not self.has_ties:
+            return values
+        return np.add.reduceat(values, self.starts[:groups], axis=1)
+
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of (M, 4) and (N, 4) xyxy boxes, (M, N), in float64 and without ultralytics' eps.
@@ -412,26 +434,23 @@ def match(pred: pd.DataFrame, ref: pd.DataFrame, patient_of: Mapping[str, str] |
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
-@functools.cache
-def _compute_ap() -> Callable[..., Any]:
-    # Imported on first use: importing ultralytics creates its settings file, not something module import should do.
-    from ultralytics.utils.metrics import compute_ap
-
-    return compute_ap
+_AP_X = np.linspace(0.0, 1.0, 101)  # ultralytics compute_ap's 101 recall points (COCO)
 
 
-def _ap(n_ref: float, n: np.ndarray, tp: np.ndarray) -> np.ndarray:
-    """AP at each IoU threshold from grouped weighted counts (ultralytics ap_per_class, one class)."""
-    if n_ref <= 0:
-        return np.full(IOU_THRESHOLDS.size, np.nan)
-    if n.size == 0:
-        return np.zeros(IOU_THRESHOLDS.size)
-    tpc = tp.cumsum(0)
-    fpc = n.cumsum()[:, None] - tpc
-    recall = tpc / (n_ref + _RECALL_EPS)
-    precision = tpc / (tpc + fpc)
-    compute_ap = _compute_ap()
-    return np.array([compute_ap(recall[:, j], precision[:, j])[0] for j in range(tp.shape[1])])
+def _ap_rows(recall: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """ultralytics `compute_ap` for each row of (B, g) recall / precision curves, in one pass but the interpolation.
+
+    The same sentinels, precision envelope and 101-point `np.interp` as `compute_ap` (checked against it in the
+    tests); the per-row `np.interp` stays a loop, as numpy has no batched form, but it is the only one.
+    """
+    b = recall.shape[0]
+    mrec = np.concatenate([np.zeros((b, 1)), recall, recall[:, -1:], np.ones((b, 1))], axis=1)
+    mpre = np.concatenate([np.ones((b, 1)), precision, np.zeros((b, 2))], axis=1)
+    mpre = np.flip(np.maximum.accumulate(np.flip(mpre, axis=1), axis=1), axis=1)
+    curve = np.empty((b, _AP_X.size))
+    for i in range(b):
+        curve[i] = np.interp(_AP_X, mrec[i], mpre[i])
+    return np.trapezoid(curve, _AP_X, axis=1)
 
 
 def pr_curve(m: Matched, class_id: int, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -455,39 +474,85 @@ def _patient_weights(m: Matched, weights: np.ndarray | None) -> np.ndarray:
     return w
 
 
-def _score(m: Matched, w: np.ndarray, conf: float, iou_index: int, ap50_only: bool = False) -> np.ndarray:
-    """Every figure in METRICS, as an array, for patient weights `w` (the bootstrap's inner loop).
+# Resamples scored together: bounds the (resamples x predictions) arrays to a few MB each.
+_CELLS_PER_CHUNK = 2_000_000
 
-    `ap50_only` skips AP at IoU 0.55-0.95 (the mAP50-95 figures come back NaN): a tenth of the AP work, for a
-    paired bootstrap of a figure that does not need them.
+
+def _score_many(m: Matched, weights: np.ndarray, conf: float, iou_index: int, ap50_only: bool = False) -> np.ndarray:
+    """Every figure in METRICS for each row of `weights` (B, P): (B, len(METRICS)); the bootstrap's inner loop.
+
+    All resamples of a chunk are scored with array operations over (resamples x predictions): weighted counts per
+    equal-score group, cumulative TP and box counts, precision and recall, then AP as ultralytics' `compute_ap`.
+    A group of zero weight (its patients not drawn) repeats the previous curve point, which leaves AP unchanged,
+    and before any weighted box the curve sits at recall 0, precision 1, the sentinel's own point, so no resample
+    needs a curve of its own length. `ap50_only` skips AP at IoU 0.55-0.95 (mAP50-95 figures come back NaN).
     """
-    n_ref = w @ m.patient_ref_counts
-    ap = np.full((NUM_CLASSES, IOU_THRESHOLDS.size), np.nan)
-    precision = np.full(NUM_CLASSES, np.nan)
-    recall = np.full(NUM_CLASSES, np.nan)
+    weights = np.atleast_2d(np.asarray(weights, dtype=float))
+    if weights.shape[0] == 0:
+        return np.zeros((0, len(METRICS)))
+    longest = max([c.extent(conf)[0] for c in m.curves] + [1])
+    step = max(1, _CELLS_PER_CHUNK // longest)
+    return np.concatenate(
+        [_score_chunk(m, weights[i : i + step], conf, iou_index, ap50_only) for i in range(0, len(weights), step)]
+    )
+
+
+def _score_chunk(m: Matched, w: np.ndarray, conf: float, iou_index: int, ap50_only: bool) -> np.ndarray:
+    b = w.shape[0]
+    n_ref = w @ m.patient_ref_counts  # (B, C)
+    thresholds = [0] if ap50_only else list(range(IOU_THRESHOLDS.size))
+    ap = np.full((b, NUM_CLASSES, IOU_THRESHOLDS.size), np.nan)
+    precision = np.full((b, NUM_CLASSES), np.nan)
+    recall = np.full((b, NUM_CLASSES), np.nan)
     for c, curve in enumerate(m.curves):
-        w_rows = w[curve.patient]
-        n, tp, score = curve.grouped(w_rows)
-        if ap50_only:
-            ap[c, 0] = _ap(n_ref[c], n, tp[:, :1])[0]
-        else:
-            ap[c] = _ap(n_ref[c], n, tp)
+        has_ref = n_ref[:, c] > 0
+        rows, n_groups = curve.extent(conf)
+        if n_groups == 0:  # no box of this class: AP 0 and recall 0 where there are references
+            ap[:, c, thresholds] = np.where(has_ref, 0.0, np.nan)[:, None]
+            recall[:, c] = np.where(has_ref, 0.0, np.nan)
+            continue
+        w_rows = w[:, curve.patient[:rows]]
+        n_cum = curve.group_sums(w_rows, n_groups).cumsum(1)  # (B, g) boxes at or above each group's score
         # Operating point: greedy matching in score order means the boxes at or above `conf` are matched exactly
         # as if the others did not exist, so their stored flags are the thresholded detector's.
-        k = int(np.searchsorted(-score, -conf, side="right"))
-        n_above, tp_above = n[:k].sum(), tp[:k, iou_index].sum()
-        precision[c] = tp_above / n_above if n_above > 0 else np.nan
-        recall[c] = tp_above / n_ref[c] if n_ref[c] > 0 else np.nan
-    present = n_ref > 0
-    # Class means over classes with references (ultralytics / COCO); a class with references but no boxes above
-    # `conf` counts precision 0 there (ultralytics' convention), while its own PPV stays undefined.
-    mean_p = np.nan_to_num(precision[present], nan=0.0).mean() if present.any() else np.nan
-    mean_r = recall[present].mean() if present.any() else np.nan
-    map50 = ap[present, 0].mean() if present.any() else np.nan
-    map50_95 = ap[present].mean() if present.any() else np.nan
-    return np.array(
-        [map50, map50_95, mean_p, mean_r, recall[LESION_CLASS], precision[LESION_CLASS], *ap[:, 0], *ap.mean(1)]
-    )
+        k = int(np.searchsorted(-curve.group_score[:n_groups], -conf, side="right"))
+        for t in sorted({*thresholds, iou_index}):
+            tp_cum = curve.group_sums(w_rows * curve.tp[:rows, t], n_groups).cumsum(1)
+            if t == iou_index:
+                n_above = n_cum[:, k - 1] if k else np.zeros(b)
+                tp_above = tp_cum[:, k - 1] if k else np.zeros(b)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    precision[:, c] = np.where(n_above > 0, tp_above / n_above, np.nan)
+                    recall[:, c] = np.where(has_ref, tp_above / n_ref[:, c], np.nan)
+            if t not in thresholds:
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                prec = np.where(n_cum > 0, tp_cum / n_cum, 1.0)
+            rec = tp_cum / (n_ref[:, c : c + 1] + _RECALL_EPS)
+            values = _ap_rows(rec, prec)
+            values[n_cum[:, -1] == 0] = 0.0  # references but no drawn box: AP 0 (compute_ap of an empty curve)
+            ap[:, c, t] = np.where(has_ref, values, np.nan)
+    present = n_ref > 0  # (B, C)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no reference at all: NaN, as before
+        # Class means over classes with references (ultralytics / COCO); a class with references but no boxes
+        # above `conf` counts precision 0 there (ultralytics' convention), while its own PPV stays undefined.
+        mean_p = np.nanmean(np.where(present, np.nan_to_num(precision, nan=0.0), np.nan), axis=1)
+        mean_r = np.nanmean(np.where(present, recall, np.nan), axis=1)
+        map50 = np.nanmean(np.where(present, ap[:, :, 0], np.nan), axis=1)
+        map50_95 = np.nanmean(np.where(present[:, :, None], ap, np.nan).reshape(b, -1), axis=1)
+        per_class_95 = ap.mean(2)
+    if ap50_only:
+        map50_95[:] = np.nan
+    return np.column_stack(
+        [map50, map50_95, mean_p, mean_r, recall[:, LESION_CLASS], precision[:, LESION_CLASS], ap[:, :, 0],
+         per_class_95]
+    )  # fmt: skip
+
+
+def _score(m: Matched, w: np.ndarray, conf: float, iou_index: int, ap50_only: bool = False) -> np.ndarray:
+    """`_score_many` for one weight vector."""
+    return _score_many(m, w[None, :], conf, iou_index, ap50_only)[0]
 
 
 def metrics(m: Matched, weights: np.ndarray | None = None, conf: float = 0.25, iou: float = 0.5) -> dict[str, float]:
@@ -555,7 +620,7 @@ def bootstrap(m: Matched, params: EvaluateParams) -> dict[str, Interval]:
     conf, iou_index = params.operating_conf, params.iou_index
     point = _score(m, np.ones(m.n_patients), conf, iou_index)
     weights = resample_weights(m.n_patients, params.bootstrap_resamples, params.bootstrap_seed)
-    draws = np.array([_score(m, w, conf, iou_index) for w in weights]).reshape(len(weights), len(METRICS))
+    draws = _score_many(m, weights, conf, iou_index)
     return {k: percentile_interval(point[i], draws[:, i], params.ci_level) for i, k in enumerate(METRICS)}
 
 
@@ -587,12 +652,12 @@ def paired_difference(m_a: Matched, m_b: Matched, params: EvaluateParams, metric
     n, ia, ib = _aligned(m_a, m_b)
     ones = np.ones(n)
 
-    def score(m: Matched, w: np.ndarray) -> float:
-        return _score(m, w, params.operating_conf, params.iou_index, ap50_only="50_95" not in metric)[k]
+    def score(m: Matched, w: np.ndarray) -> np.ndarray:
+        return _score_many(m, w, params.operating_conf, params.iou_index, ap50_only="50_95" not in metric)[:, k]
 
-    point = score(m_a, ones[ia]) - score(m_b, ones[ib])
+    point = float(score(m_a, ones[None, ia])[0] - score(m_b, ones[None, ib])[0])
     weights = resample_weights(n, params.bootstrap_resamples, params.bootstrap_seed)
-    diffs = np.array([score(m_a, w[ia]) - score(m_b, w[ib]) for w in weights])
+    diffs = score(m_a, weights[:, ia]) - score(m_b, weights[:, ib])
     return percentile_difference(point, diffs, params.ci_level)
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
 import shutil
 import statistics
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,16 +78,37 @@ def _metrics_of(results: Any) -> dict[str, float]:
     return out
 
 
+def _clean_epoch_figures(figures: dict[str, Any]) -> dict[str, float]:
+    """ultralytics' names (`metrics/mAP50(B)`) as MLflow-friendly keys (`metrics_mAP50`), finite values only."""
+    clean = {k.replace("(B)", "").replace("/", "_"): float(v) for k, v in figures.items()}
+    return {k: v for k, v in clean.items() if math.isfinite(v)}
+
+
 def _epoch_callback(name: str, log: EpochLogger) -> Callable[[Any], None]:
     def on_fit_epoch_end(trainer: Any) -> None:
         epoch = int(trainer.epoch) + 1
         if epoch > int(trainer.epochs):  # ultralytics fires it once more for the final validation of best.pt
             return
         figures = {**trainer.label_loss_items(trainer.tloss, prefix="train"), **(trainer.metrics or {})}
-        clean = {k.replace("(B)", "").replace("/", "_"): float(v) for k, v in figures.items()}
-        log(name, epoch, {k: v for k, v in clean.items() if math.isfinite(v)})
+        log(name, epoch, _clean_epoch_figures(figures))
 
     return on_fit_epoch_end
+
+
+def replay_epochs(result: FoldResult, log: EpochLogger) -> None:
+    """Send a finished run's per-epoch figures from its `results.csv` to `log`, as the live callback would have.
+
+    Folds trained in worker processes cannot call the parent's logger while they run; the same keys arrive once
+    the fold is done (ultralytics' learning-rate columns and timings are left out, as in the live callback).
+    """
+    csv = result.run_dir / "results.csv"
+    if not csv.is_file():
+        return
+    history = pd.read_csv(csv)
+    history.columns = [c.strip() for c in history.columns]
+    keep = [c for c in history.columns if c.startswith(("train/", "metrics/", "val/"))]
+    for row in history.to_dict("records"):
+        log(result.name, int(row["epoch"]), _clean_epoch_figures({c: row[c] for c in keep}))
 
 
 def train_one(
@@ -132,6 +156,7 @@ def train_one(
             workers=params.workers,
             patience=params.patience,
             optimizer=params.optimizer,
+            nbs=params.nominal_batch or prof.batch,
             amp=False,  # CPU has no AMP; on GPU ultralytics' AMP check would download weights
             plots=True,
             verbose=False,
@@ -145,6 +170,45 @@ def train_one(
     saved = {"weights": weights.relative_to(run_dir).as_posix(), "epochs": epochs, "metrics": metrics}
     marker.write_text(json.dumps(saved, indent=2))
     return result
+
+
+def _train_in_worker(
+    name: str, data_yaml: Path, runs_dir: Path, params: TrainParams, prof: TrainProfile, threads: int
+) -> FoldResult:
+    """One fold in a worker process, with its share of the CPU threads (torch would otherwise take every core)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return train_one(name, data_yaml, runs_dir, params, prof)
+
+
+def _train_folds_in_processes(
+    views: dict[str, Path],
+    runs_dir: Path,
+    params: TrainParams,
+    prof: TrainProfile,
+    log: EpochLogger | None,
+    on_fold: Callable[[FoldResult], None] | None,
+) -> list[FoldResult]:
+    """Train folds `params.parallel_folds` at a time in spawned processes (ultralytics keeps global state, so
+    threads would share it); each fold keeps its own resume checkpoint, and its epochs reach `log` when it ends."""
+    workers = min(params.parallel_folds, len(views))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    done: dict[str, FoldResult] = {}
+    # spawn, not fork: torch and the tracking clients in the parent hold threads and locks a fork would copy
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {
+            pool.submit(_train_in_worker, name, data_yaml, runs_dir, params, prof, threads): name
+            for name, data_yaml in views.items()
+        }
+        for future in as_completed(futures):
+            result = future.result()
+            done[result.name] = result
+            if log is not None:  # the whole history, also of a reused or resumed fold: this is a new child run
+                replay_epochs(result, log)
+            if on_fold is not None:
+                on_fold(result)
+    return [done[name] for name in views]
 
 
 def cv_summary(folds: list[FoldResult]) -> dict[str, float]:
@@ -189,14 +253,19 @@ def train_cross_validated(
     folds = sorted(cv["fold"].unique().tolist())
     chosen = folds if prof.folds is None else [f for f in folds if f in prof.folds]
     runs_dir = models_dir / "runs"
-    results = []
+    views = {}
     for fold in chosen:
         parts = {"train": cv.loc[cv["fold"] != fold, "image_id"], "val": cv.loc[cv["fold"] == fold, "image_id"]}
-        data_yaml = build_view(work_dir / f"fold{fold}", ingested_dir, images, reference, parts)
-        result = train_one(f"fold{fold}", data_yaml, runs_dir, params, prof, log)
-        results.append(result)
-        if on_fold is not None:
-            on_fold(result)
+        views[f"fold{fold}"] = build_view(work_dir / f"fold{fold}", ingested_dir, images, reference, parts)
+    if params.parallel_folds > 1 and len(views) > 1:
+        results = _train_folds_in_processes(views, runs_dir, params, prof, log, on_fold)
+    else:
+        results = []
+        for name, data_yaml in views.items():
+            result = train_one(name, data_yaml, runs_dir, params, prof, log)
+            results.append(result)
+            if on_fold is not None:
+                on_fold(result)
     if params.final_model == "best_fold":
         final = max(results, key=lambda r: r.metrics["map50"])
         source = f"best fold ({final.name}, mAP50 {final.metrics['map50']:.3f})"

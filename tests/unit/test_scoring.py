@@ -569,3 +569,32 @@ def test_params_reject_unknown_keys_and_off_grid_iou():
     with pytest.raises(ValueError, match="iou_threshold must be one of"):
         EvaluateParams(iou_threshold=0.6 + 0.01)
     assert EvaluateParams(iou_threshold=0.75).iou_index == 5
+
+
+def test_batched_resamples_equal_one_at_a_time(monkeypatch):
+    """The bootstrap scores resamples in chunks of array rows: chunking and batching change no figure."""
+    import pipelines.evaluate.scoring as scoring
+
+    pred, ref, patient_of = random_boxes(7, n_images=30, n_patients=12, score_decimals=1)  # ties included
+    m = match(pred, ref, patient_of)
+    weights = resample_weights(m.n_patients, 25, 3)
+    batched = scoring._score_many(m, weights, 0.25, 0)
+    monkeypatch.setattr(scoring, "_CELLS_PER_CHUNK", 1)  # one resample a chunk
+    chunked = scoring._score_many(m, weights, 0.25, 0)
+    np.testing.assert_array_equal(batched, chunked)
+    for row, w in zip(batched, weights, strict=True):
+        single = metrics(m, w, conf=0.25)
+        np.testing.assert_allclose(row, [single[k] for k in METRICS], rtol=0, atol=1e-12)
+
+
+def test_ap_rows_equal_ultralytics_compute_ap():
+    from ultralytics.utils.metrics import compute_ap
+
+    import pipelines.evaluate.scoring as scoring
+
+    rng = np.random.default_rng(0)
+    tp = rng.integers(0, 2, size=(40, 17)).astype(float).cumsum(1)
+    n = np.arange(1, 18, dtype=float)[None, :].repeat(40, 0)
+    recall, precision = tp / (tp[:, -1:] + 3), tp / n
+    expected = [compute_ap(r, p)[0] for r, p in zip(recall, precision, strict=True)]
+    np.testing.assert_allclose(scoring._ap_rows(recall, precision), expected, rtol=0, atol=1e-12)
