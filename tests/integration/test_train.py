@@ -163,3 +163,45 @@ def test_evaluation_report_metrics_and_linked_mlflow_run(project: Path) -> None:
     assert curves == {
         f"pr_curves/pr_{s}_{c}.png" for s in ("internal_test", "external_test") for c in ("normal", "compression")
     }
+
+
+def test_parallel_folds_and_all_development_final_model(project: Path, tmp_path: Path) -> None:
+    """Folds in worker processes give the same run layout and epoch history; `all_development` trains the final
+    model on every development fold (train and val are then the same images)."""
+    import hashlib
+
+    from pipelines import runtime
+    from pipelines.config import load_params
+    from pipelines.train.core import train_cross_validated
+
+    params = load_params(project / "params.yaml")
+    runtime.configure_ultralytics(params.paths.state_dir)
+    train = params.train.model_copy(update={"parallel_folds": 2, "final_model": "all_development"})
+    images = pd.read_parquet(project / "data/ingested/images.parquet")
+    ann = pd.read_parquet(project / "data/ingested/annotations.parquet")
+    splits = pd.read_parquet(project / "data/splits.parquet")
+    logged: dict[str, list[int]] = {}
+    finished: list[str] = []
+
+    def log(name: str, epoch: int, metrics: dict[str, float]) -> None:
+        assert "metrics_mAP50" in metrics and "train_box_loss" in metrics
+        logged.setdefault(name, []).append(epoch)
+
+    summary = train_cross_validated(
+        train, "ci", project / "data/ingested", splits, images, ann, tmp_path / "work", tmp_path / "models",
+        log=log, on_fold=lambda r: finished.append(r.name),
+    )  # fmt: skip
+    assert [f.name for f in summary.folds] == ["fold0", "fold1"]
+    assert logged == {"fold0": [1], "fold1": [1], "final_all_development": [1]}  # replayed from each results.csv
+    assert sorted(finished) == ["fold0", "fold1"]
+    assert summary.final.name == "final_all_development" and summary.final_source == "all development data"
+    cv_ids = set(splits.loc[splits["split"] == "cv", "image_id"])
+    view = tmp_path / "work" / "all" / "images"
+    assert {p.stem for p in (view / "train").iterdir()} == cv_ids == {p.stem for p in (view / "val").iterdir()}
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert digest(tmp_path / "models" / "final.pt") == digest(summary.final.weights)
+    for fold in summary.folds:
+        assert (fold.run_dir / "cordwatch_done.json").is_file() and len(pd.read_csv(fold.run_dir / "results.csv")) == 1
