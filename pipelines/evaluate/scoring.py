@@ -461,7 +461,7 @@ def pr_curve(m: Matched, class_id: int, iou: float = 0.5) -> tuple[np.ndarray, n
     n, tp, score = curve.grouped(np.ones(curve.score.size))
     if n.size == 0 or n_ref <= 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
-    tpc = tp[:, _iou_index(iou)].cumsum()
+    tpc = tp[:, iou_index_of(iou)].cumsum()
     return tpc / n_ref, tpc / n.cumsum(), score
 
 
@@ -478,7 +478,9 @@ def _patient_weights(m: Matched, weights: np.ndarray | None) -> np.ndarray:
 _CELLS_PER_CHUNK = 2_000_000
 
 
-def _score_many(m: Matched, weights: np.ndarray, conf: float, iou_index: int, ap50_only: bool = False) -> np.ndarray:
+def score_resamples(
+    m: Matched, weights: np.ndarray, conf: float, iou_index: int, ap50_only: bool = False
+) -> np.ndarray:
     """Every figure in METRICS for each row of `weights` (B, P): (B, len(METRICS)); the bootstrap's inner loop.
 
     All resamples of a chunk are scored with array operations over (resamples x predictions): weighted counts per
@@ -551,8 +553,8 @@ def _score_chunk(m: Matched, w: np.ndarray, conf: float, iou_index: int, ap50_on
 
 
 def _score(m: Matched, w: np.ndarray, conf: float, iou_index: int, ap50_only: bool = False) -> np.ndarray:
-    """`_score_many` for one weight vector."""
-    return _score_many(m, w[None, :], conf, iou_index, ap50_only)[0]
+    """`score_resamples` for one weight vector."""
+    return score_resamples(m, w[None, :], conf, iou_index, ap50_only)[0]
 
 
 def metrics(m: Matched, weights: np.ndarray | None = None, conf: float = 0.25, iou: float = 0.5) -> dict[str, float]:
@@ -569,11 +571,11 @@ def metrics(m: Matched, weights: np.ndarray | None = None, conf: float = 0.25, i
         map50, map50_95, precision and recall average the classes that have references (a class with references
         but no box at or above `conf` counts precision 0 there, as ultralytics does).
     """
-    values = _score(m, _patient_weights(m, weights), conf, _iou_index(iou))
+    values = _score(m, _patient_weights(m, weights), conf, iou_index_of(iou))
     return {k: float(v) for k, v in zip(METRICS, values, strict=True)}
 
 
-def _iou_index(iou: float) -> int:
+def iou_index_of(iou: float) -> int:
     hits = np.flatnonzero(np.isclose(IOU_THRESHOLDS, iou, atol=1e-9))
     if hits.size == 0:
         raise ValueError(f"iou must be one of {np.round(IOU_THRESHOLDS, 2).tolist()}, got {iou}")
@@ -620,7 +622,7 @@ def bootstrap(m: Matched, params: EvaluateParams) -> dict[str, Interval]:
     conf, iou_index = params.operating_conf, params.iou_index
     point = _score(m, np.ones(m.n_patients), conf, iou_index)
     weights = resample_weights(m.n_patients, params.bootstrap_resamples, params.bootstrap_seed)
-    draws = _score_many(m, weights, conf, iou_index)
+    draws = score_resamples(m, weights, conf, iou_index)
     return {k: percentile_interval(point[i], draws[:, i], params.ci_level) for i, k in enumerate(METRICS)}
 
 
@@ -653,7 +655,7 @@ def paired_difference(m_a: Matched, m_b: Matched, params: EvaluateParams, metric
     ones = np.ones(n)
 
     def score(m: Matched, w: np.ndarray) -> np.ndarray:
-        return _score_many(m, w, params.operating_conf, params.iou_index, ap50_only="50_95" not in metric)[:, k]
+        return score_resamples(m, w, params.operating_conf, params.iou_index, ap50_only="50_95" not in metric)[:, k]
 
     point = float(score(m_a, ones[None, ia])[0] - score(m_b, ones[None, ib])[0])
     weights = resample_weights(n, params.bootstrap_resamples, params.bootstrap_seed)
@@ -724,7 +726,7 @@ def matched_operating_points(model: Matched, reader: Matched, conf: float = 0.25
     """
     n, ia, ib = _aligned(model, reader)
     ones = np.ones(n)
-    values = _operating_points(model, reader, ones[ia], ones[ib], conf, _iou_index(iou))
+    values = _operating_points(model, reader, ones[ia], ones[ib], conf, iou_index_of(iou))
     out = {k: float(v) for k, v in zip(OPERATING_POINT_KEYS, values, strict=True)}
     out["reader_operating_points"] = float(np.unique(reader.pred_score).size)
     return out

@@ -21,12 +21,13 @@ from pipelines.evaluate.scoring import (
     Difference,
     Interval,
     Matched,
+    iou_index_of,
     match,
     matched_operating_points,
-    metrics,
     percentile_difference,
     percentile_interval,
     resample_weights,
+    score_resamples,
     subgroup_table,
 )
 
@@ -71,9 +72,9 @@ class SetEvaluation:
 
 def _draws(m: Matched, weights: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray]:
     """(point, (B, metrics) resampled values) of one source: computed once, reused for reader and group CIs."""
-    point = np.array([metrics(m, None, conf, iou)[k] for k in METRICS])
-    draws = np.array([[metrics(m, w, conf, iou)[k] for k in METRICS] for w in weights]).reshape(len(weights), -1)
-    return point, draws
+    iou_index = iou_index_of(iou)
+    point = score_resamples(m, np.ones((1, m.n_patients)), conf, iou_index)[0]
+    return point, score_resamples(m, weights, conf, iou_index)
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:

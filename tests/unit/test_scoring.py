@@ -578,9 +578,9 @@ def test_batched_resamples_equal_one_at_a_time(monkeypatch):
     pred, ref, patient_of = random_boxes(7, n_images=30, n_patients=12, score_decimals=1)  # ties included
     m = match(pred, ref, patient_of)
     weights = resample_weights(m.n_patients, 25, 3)
-    batched = scoring._score_many(m, weights, 0.25, 0)
+    batched = scoring.score_resamples(m, weights, 0.25, 0)
     monkeypatch.setattr(scoring, "_CELLS_PER_CHUNK", 1)  # one resample a chunk
-    chunked = scoring._score_many(m, weights, 0.25, 0)
+    chunked = scoring.score_resamples(m, weights, 0.25, 0)
     np.testing.assert_array_equal(batched, chunked)
     for row, w in zip(batched, weights, strict=True):
         single = metrics(m, w, conf=0.25)
