@@ -10,6 +10,11 @@ is orchestration, tracking and the great-expectations contracts (the cohort is t
 suite validates). Each step is skipped when its output exists, and folds resume from `last.pt`, so a call cut off
 by a time limit continues where it stopped. It writes `<out>/paper_report.tar.gz` (reports/, fold results.csv) and
 prints the report.
+
+Where the project's environment cannot be installed (the lent H100 had PyTorch, pandas, scikit-learn, OpenCV and
+matplotlib but no registry), wheels of ultralytics, ultralytics-thop, polars, polars-runtime-32, pydicom,
+dicom-anonymizer, pydantic, pydantic-core, annotated-types and typing-inspection (60 MB) were enough:
+`pip install --no-deps --target /tmp/site *.whl` and `PYTHONPATH=/tmp/site:<repo>`.
 """
 
 from __future__ import annotations

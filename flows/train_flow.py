@@ -1,7 +1,9 @@
 """Prefect flow: cross-validated YOLO11 training, each fold an MLflow child run under one parent run.
 
-Folds run one after another: on 2 CPU cores torch already uses both, so concurrent folds would only contend.
-On a multi-GPU machine, set `train.device` per fold or move to ultralytics DDP (see README).
+Folds run one after another by default: on 2 CPU cores torch already uses both, so concurrent folds would only
+contend. `train.parallel_folds: N` trains N folds at once in worker processes (one GPU holds several yolo11n
+folds; the 16-core H100 machine trained the paper profile's five side by side); a fold's per-epoch figures then
+reach its MLflow run when the fold ends, from its results.csv.
 """
 
 from __future__ import annotations

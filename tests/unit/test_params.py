@@ -7,6 +7,7 @@ import yaml
 
 from pipelines.config import ParamsError, SplitParams, load_params
 from pipelines.evaluate.params import EvaluateParams
+from pipelines.train.params import TrainParams
 from pipelines.validate.params import ValidateParams
 from tests.conftest import REPO
 
@@ -22,7 +23,8 @@ def _section_lines(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("section", "model"), [("split", SplitParams), ("validate", ValidateParams), ("evaluate", EvaluateParams)]
+    ("section", "model"),
+    [("split", SplitParams), ("validate", ValidateParams), ("train", TrainParams), ("evaluate", EvaluateParams)],
 )
 def test_section_documents_the_model_defaults(section: str, model: type) -> None:
     assert model.model_validate(RAW[section]) == model()
