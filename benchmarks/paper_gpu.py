@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.config import PathsParams
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -35,16 +37,7 @@ def _params_file(root: Path, args: argparse.Namespace) -> Path:
     """params.yaml with the paper profile, paths under `root`, and this machine's device and parallelism."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = args.profile
-    raw["paths"] = {
-        "synth_dir": str(root / "data/synth"),
-        "ingested_dir": str(root / "data/ingested"),
-        "state_dir": str(root / ".cordwatch"),
-        "reports_dir": str(root / "reports"),
-        "splits_file": str(root / "data/splits.parquet"),
-        "models_dir": str(root / "models"),
-        "mlflow_uri": f"sqlite:///{root / 'mlflow.db'}",  # unused here: no tracking on the accelerator machine
-        "mlflow_artifacts": str(root / "mlruns"),
-    }
+    raw["paths"] = PathsParams.under(root).model_dump(mode="json")
     raw["ingest"]["workers"] = os.cpu_count() or 1
     raw["train"]["device"] = args.device
     raw["train"]["workers"] = args.loader_workers
@@ -102,6 +95,7 @@ def main() -> None:
     from pipelines.evaluate.report import render_markdown
     from pipelines.evaluate.run import evaluate_test_sets
     from pipelines.ingest import run_ingest
+    from pipelines.io import write_json, write_parquet_atomic
     from pipelines.split import make_splits, split_summary
     from pipelines.synth import generate_cohort
     from pipelines.train.core import train_cross_validated
@@ -129,8 +123,7 @@ def main() -> None:
 
     def split() -> None:
         splits = make_splits(images, annotations, params.split)
-        paths.splits_file.parent.mkdir(parents=True, exist_ok=True)
-        splits.to_parquet(paths.splits_file)
+        write_parquet_atomic(splits, paths.splits_file)
         print(split_summary(splits).to_markdown(index=False))
 
     step("split", paths.splits_file.is_file(), split)
@@ -148,8 +141,7 @@ def main() -> None:
             paths.state_dir / "yolo", paths.models_dir, log=progress,
         )  # fmt: skip
         report = {"cv": summary.cv, "folds": {f.name: f.metrics for f in summary.folds}, "source": summary.final_source}
-        (paths.reports_dir / "train").mkdir(parents=True, exist_ok=True)
-        (paths.reports_dir / "train" / "summary.json").write_text(json.dumps(report, indent=2))
+        write_json(paths.reports_dir / "train" / "summary.json", report)
         print(summary.line(), flush=True)
 
     step("train", (paths.models_dir / "final.pt").is_file(), train)
@@ -160,8 +152,8 @@ def main() -> None:
     def evaluate() -> None:
         metrics, predictions = evaluate_test_sets(params)
         out = paths.reports_dir / "evaluation"
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-        predictions.to_parquet(out / "predictions.parquet")
+        write_json(out / "metrics.json", metrics)
+        write_parquet_atomic(predictions, out / "predictions.parquet")
         (out / "report.md").write_text(render_markdown(metrics, metrics["synthetic"]))
 
     step("evaluate", False, evaluate)

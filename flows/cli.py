@@ -181,9 +181,9 @@ def score(
     (absent: a reader, every box 1.0); --ref may add `patient_key` (absent: each image is its own cluster).
     """
     params = _setup(params_file, None)
-    from flows.reports import write_json
     from pipelines.evaluate.score_files import score_files
     from pipelines.evaluate.scoring import BoxFileError
+    from pipelines.io import write_json
 
     try:
         result = score_files(pred, ref, params.evaluate)

@@ -10,13 +10,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.reports import write_json
 from flows.tracking import lineage_tags, setup_mlflow
 from pipelines import runtime
 from pipelines.config import Params
 from pipelines.evaluate.report import render_markdown
 from pipelines.evaluate.run import evaluate_test_sets
-from pipelines.io import write_parquet_atomic
+from pipelines.io import write_json, write_parquet_atomic
 
 
 @task(name="evaluate-test-sets", cache_policy=NO_CACHE)

@@ -8,9 +8,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from flows.reports import write_json
 from pipelines.config import Params
 from pipelines.ingest import IngestSummary, run_ingest
+from pipelines.io import write_json
 
 
 def _retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature

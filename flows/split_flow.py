@@ -6,10 +6,9 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.reports import write_json
 from pipelines.config import Params
 from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
-from pipelines.io import write_parquet_atomic
+from pipelines.io import write_json, write_parquet_atomic
 from pipelines.split import make_splits, split_summary
 
 

@@ -16,11 +16,11 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.reports import write_json
 from flows.tracking import lineage_tags, setup_mlflow
 from pipelines import runtime
 from pipelines.config import Params
 from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
+from pipelines.io import write_json
 from pipelines.train.core import FoldResult, TrainSummary, train_cross_validated
 
 

@@ -42,6 +42,14 @@ class PathsParams(StrictModel):
     mlflow_uri: str = "sqlite:///mlflow.db"
     mlflow_artifacts: Path = Path("mlruns")
 
+    @classmethod
+    def under(cls, root: Path) -> PathsParams:
+        """The default layout with every path inside `root` (a project copy, a benchmark or test folder)."""
+        root = Path(root).resolve()
+        defaults = cls()
+        moved = {k: root / v for k, v in defaults.model_dump().items() if isinstance(v, Path)}
+        return cls(**moved, mlflow_uri=f"sqlite:///{root / 'mlflow.db'}")
+
 
 RuleOp = Literal["equals", "in", "regex", "not_regex", "range", "plane", "absent_or_not_equals"]
 

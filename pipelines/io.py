@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,3 +23,11 @@ def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Sorted, indented JSON written atomically (no timestamps: reruns on the same data give the same bytes, so DVC
+    metrics diff cleanly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    return path

@@ -13,6 +13,7 @@ from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
 from flows.cli import app
+from pipelines.config import PathsParams
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,16 +25,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = "ci"
-    raw["paths"] = {
-        "synth_dir": str(root / "data/synth"),
-        "ingested_dir": str(root / "data/ingested"),
-        "state_dir": str(root / ".cordwatch"),
-        "reports_dir": str(root / "reports"),
-        "splits_file": str(root / "data/splits.parquet"),
-        "models_dir": str(root / "models"),
-        "mlflow_uri": f"sqlite:///{root / 'mlflow.db'}",
-        "mlflow_artifacts": str(root / "mlruns"),
-    }
+    raw["paths"] = PathsParams.under(root).model_dump(mode="json")
     raw["evaluate"]["bootstrap_resamples"] = 200  # CIs stay honest, the test stays quick
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     os.environ["CORDWATCH_PSEUDONYM_KEY"] = "train-test-key-0123456789"
