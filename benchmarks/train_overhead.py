@@ -32,6 +32,7 @@ def _params(root: Path, folds: int, epochs: int, imgsz: int) -> Path:
     raw["profile"] = "demo"
     raw["paths"] = PathsParams.under(root).model_dump(mode="json")
     raw["train"]["profiles"]["demo"] = {"imgsz": imgsz, "epochs": epochs, "batch": 8, "folds": list(range(folds))}
+    raw["train"]["parallel_folds"] = 1  # like for like: the bare side trains one fold after another
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -30,7 +30,7 @@ class TrainParams(_Strict):
     patience: int = Field(100, ge=1)
     optimizer: str = "auto"
     nominal_batch: int | None = Field(None, ge=1)
-    parallel_folds: int = Field(1, ge=1)
+    parallel_folds: int = Field(2, ge=1)
     final_model: Literal["all_development", "best_fold"] = "best_fold"
     reference_reader_level: Literal["expert", "mid", "junior"] = "expert"
     augment: dict[str, float] = Field(default_factory=lambda: {"fliplr": 0.0, "degrees": 5.0, "mosaic": 1.0})
