@@ -90,7 +90,7 @@ def main() -> None:
     model_boxes, reader_boxes, ref, patient_of = external_set(args.seed)
     t0 = time.perf_counter()
     metrics(match(model_boxes.iloc[:5], ref.iloc[:5]))  # warm-up: first calls pay numpy's lazy set-up
-    t_import = time.perf_counter() - t0
+    t_warmup = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     model = match(model_boxes, ref, patient_of)
@@ -120,7 +120,7 @@ def main() -> None:
           f"{sum(model.n_references.values())} reference boxes, {model.n_predictions} model boxes")  # fmt: skip
     print(f"model mAP50 {m50.point:.3f} ({m50.low:.3f}-{m50.high:.3f}); reader mAP50 {r.point:.3f}; model - reader "
           f"{diff.point:+.3f} ({diff.low:+.3f} to {diff.high:+.3f}), P = {diff.p_value:.4f}")  # fmt: skip
-    print(f"warm-up call: {t_import:.2f} s (once per process, not counted)")
+    print(f"warm-up call: {t_warmup:.2f} s (once per process, not counted)")
     print(f"match once: {1000 * t_match:.1f} ms")
     total = t_match + t_boot
     print(f"bootstrap, {args.resamples} resamples, {len(boot)} metrics: {t_boot:.2f} s "

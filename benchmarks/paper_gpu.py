@@ -92,8 +92,7 @@ def main() -> None:
     import pandas as pd
 
     from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
-    from pipelines.evaluate.report import render_markdown
-    from pipelines.evaluate.run import evaluate_test_sets
+    from pipelines.evaluate.run import evaluate_test_sets, write_evaluation
     from pipelines.ingest import run_ingest
     from pipelines.io import write_json, write_parquet_atomic
     from pipelines.split import make_splits, split_summary
@@ -140,8 +139,7 @@ def main() -> None:
             params.train, params.profile, paths.ingested_dir, splits, images, annotations,
             paths.state_dir / "yolo", paths.models_dir, log=progress,
         )  # fmt: skip
-        report = {"cv": summary.cv, "folds": {f.name: f.metrics for f in summary.folds}, "source": summary.final_source}
-        write_json(paths.reports_dir / "train" / "summary.json", report)
+        write_json(paths.reports_dir / "train" / "summary.json", summary.report())
         print(summary.line(), flush=True)
 
     step("train", (paths.models_dir / "final.pt").is_file(), train)
@@ -149,14 +147,7 @@ def main() -> None:
         _archive(args.out, root, paths.reports_dir, paths.models_dir, timings)
         return
 
-    def evaluate() -> None:
-        metrics, predictions = evaluate_test_sets(params)
-        out = paths.reports_dir / "evaluation"
-        write_json(out / "metrics.json", metrics)
-        write_parquet_atomic(predictions, out / "predictions.parquet")
-        (out / "report.md").write_text(render_markdown(metrics, metrics["synthetic"]))
-
-    step("evaluate", False, evaluate)
+    step("evaluate", False, lambda: write_evaluation(paths.reports_dir / "evaluation", *evaluate_test_sets(params)))
     _archive(args.out, root, paths.reports_dir, paths.models_dir, timings)
     print((paths.reports_dir / "evaluation" / "report.md").read_text())
 

@@ -13,17 +13,16 @@ from prefect.cache_policies import NO_CACHE
 from flows.tracking import lineage_tags, setup_mlflow
 from pipelines import runtime
 from pipelines.config import Params
-from pipelines.evaluate.report import render_markdown
-from pipelines.evaluate.run import evaluate_test_sets
-from pipelines.io import write_json, write_parquet_atomic
+from pipelines.evaluate.run import evaluate_test_sets, write_evaluation
 
 
 @task(name="evaluate-test-sets", cache_policy=NO_CACHE)
 def evaluate_task(params: Params) -> dict[str, Any]:
-    """Predict on each test set and score model and readers against the expert reference; return metrics.json."""
+    """Predict on each test set, score model and readers against the expert reference, write the report files;
+    return metrics.json."""
     runtime.configure_ultralytics(params.paths.state_dir)
     metrics, predictions = evaluate_test_sets(params)
-    write_parquet_atomic(predictions, params.paths.reports_dir / "evaluation" / "predictions.parquet")
+    write_evaluation(params.paths.reports_dir / "evaluation", metrics, predictions)
     return metrics
 
 
@@ -53,9 +52,6 @@ def evaluate_flow(params: Params) -> dict[str, Any]:
 
     metrics = evaluate_task(params)
     report_dir = params.paths.reports_dir / "evaluation"
-    write_json(report_dir / "metrics.json", metrics)
-    report = render_markdown(metrics, metrics["synthetic"])
-    (report_dir / "report.md").write_text(report, encoding="utf-8")
     setup_mlflow(params)
     train_run = params.paths.models_dir / "train_run.json"
     train_run_id = json.loads(train_run.read_text())["mlflow_run_id"] if train_run.is_file() else ""

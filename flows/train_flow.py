@@ -101,12 +101,7 @@ def train_task(params: Params) -> tuple[TrainSummary, str]:
 def train_flow(params: Params) -> TrainSummary:
     """K-fold training on the development centre, then the final model; reports/train/summary.json for DVC."""
     summary, run_id = train_task(params)
-    report = {
-        "cv": summary.cv,
-        "folds": {f.name: _finite(f.metrics) for f in summary.folds},
-        "final_source": summary.final_source,
-    }
-    write_json(params.paths.reports_dir / "train" / "summary.json", report)
+    write_json(params.paths.reports_dir / "train" / "summary.json", summary.report())
     (params.paths.models_dir / "train_run.json").write_text(json.dumps({"mlflow_run_id": run_id}) + "\n")
     get_run_logger().info(summary.line())
     return summary

@@ -16,7 +16,9 @@ from pipelines.config import Params
 from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
 from pipelines.evaluate.plots import plot_pr_curves
 from pipelines.evaluate.predict import predict_boxes
+from pipelines.evaluate.report import render_markdown
 from pipelines.evaluate.study import evaluate_set
+from pipelines.io import write_json, write_parquet_atomic
 
 TEST_SETS = ("internal_test", "external_test")
 
@@ -54,3 +56,10 @@ def evaluate_test_sets(params: Params, weights: Path | None = None) -> tuple[dic
     out["synthetic"] = synthetic
     predictions = pd.concat(all_boxes, ignore_index=True) if all_boxes else pd.DataFrame()
     return out, predictions
+
+
+def write_evaluation(report_dir: Path, metrics: dict[str, Any], predictions: pd.DataFrame) -> None:
+    """`metrics.json`, `report.md` (the study's table side by side) and `predictions.parquet` in `report_dir`."""
+    write_json(report_dir / "metrics.json", metrics)
+    (report_dir / "report.md").write_text(render_markdown(metrics, metrics["synthetic"]), encoding="utf-8")
+    write_parquet_atomic(predictions, report_dir / "predictions.parquet")

@@ -313,6 +313,12 @@ class _ClassCurve:
             return n, tp, score
         return n[keep], tp[keep], score[keep]
 
+    @functools.cached_property
+    def _groups_to_last_tp(self) -> int:
+        """Equal-score groups down to the last one holding a TP at any IoU threshold (0 without a TP)."""
+        last_tp = np.flatnonzero(self.tp.any(1))
+        return int(np.searchsorted(self.starts, last_tp[-1], side="right")) if last_tp.size else 0
+
     def extent(self, conf: float) -> tuple[int, int]:
         """(rows, groups) that can move any figure at operating threshold `conf`: every group down to the last one
         holding a TP at any IoU, and every group scored at or above `conf`. The groups after that are false
@@ -321,10 +327,8 @@ class _ClassCurve:
         without them (and an unused low-confidence tail is most of a detector's boxes at conf 0.001)."""
         if self.score.size == 0:
             return 0, 0
-        last_tp = np.flatnonzero(self.tp.any(1))
-        groups_tp = int(np.searchsorted(self.starts, last_tp[-1], side="right")) if last_tp.size else 0
         groups_conf = int(np.searchsorted(-self.group_score, -conf, side="right"))
-        groups = max(groups_tp, groups_conf)
+        groups = max(self._groups_to_last_tp, groups_conf)
         rows = int(self.starts[groups]) if groups < self.starts.size else int(self.score.size)
         return rows, groups
 

@@ -55,6 +55,12 @@ class TrainSummary:
     final_source: str
     cv: dict[str, float] = field(default_factory=dict)
 
+    def report(self) -> dict[str, Any]:
+        """The content of `reports/train/summary.json` (DVC metrics): CV spread, per-fold figures (finite values
+        only: strict JSON has no NaN), where the final model came from."""
+        folds = {f.name: {k: v for k, v in f.metrics.items() if math.isfinite(v)} for f in self.folds}
+        return {"cv": self.cv, "folds": folds, "final_source": self.final_source}
+
     def line(self) -> str:
         c = self.cv
         return (
