@@ -42,6 +42,40 @@ class PathsParams(StrictModel):
     mlflow_uri: str = "sqlite:///mlflow.db"
     mlflow_artifacts: Path = Path("mlruns")
 
+    # Files and folders derived from the roots above: named here once, used by every stage, flow and driver.
+    @property
+    def final_weights(self) -> Path:
+        """The final model's weights (`models/final.pt`), written by train and read by evaluate."""
+        return self.models_dir / "final.pt"
+
+    @property
+    def train_run_file(self) -> Path:
+        """`models/train_run.json`: the MLflow run that trained the final model."""
+        return self.models_dir / "train_run.json"
+
+    def report_dir(self, stage: str) -> Path:
+        """`reports/<stage>/`: a stage's human-readable reports (validation, train, evaluation, ...)."""
+        return self.reports_dir / stage
+
+    def summary_file(self, stage: str) -> Path:
+        """`reports/<stage>/summary.json`: the stage's summary, a DVC metric."""
+        return self.reports_dir / stage / "summary.json"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        """`reports/evaluation/`: metrics.json, report.md, predictions.parquet, PR curves."""
+        return self.reports_dir / "evaluation"
+
+    @property
+    def evaluation_metrics(self) -> Path:
+        """`reports/evaluation/metrics.json`."""
+        return self.evaluation_dir / "metrics.json"
+
+    @property
+    def evaluation_report(self) -> Path:
+        """`reports/evaluation/report.md`."""
+        return self.evaluation_dir / "report.md"
+
     @classmethod
     def under(cls, root: Path) -> PathsParams:
         """The default layout with every path inside `root` (a project copy, a benchmark or test folder)."""

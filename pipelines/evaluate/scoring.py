@@ -14,7 +14,7 @@ it against `compute_ap` and the whole score against `ap_per_class` and pycocotoo
 predictions that share a score form one point of the curve. `ap_per_class` breaks score ties in whatever order
 `np.argsort` leaves them, so for a reader (every box scored 1.0), for duplicated boxes or for a resample that draws
 a patient twice its value depends on that order; here it does not. Without ties the two are identical
-(tests/unit/test_scoring.py checks both, and the matching against pycocotools).
+(tests/unit/evaluate/test_scoring.py checks both, and the matching against pycocotools).
 """
 
 from __future__ import annotations

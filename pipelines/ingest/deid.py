@@ -147,7 +147,7 @@ def apply_basic_profile(ds: Dataset) -> None:
 
     Every action in the table is a no-op for an absent attribute, so only the actions for attributes present in
     this dataset (plus the repeating-group masks) are handed to the library: the same result, several times faster
-    than looping over all ~650 table entries per file (`tests/unit/test_deid.py` checks the equivalence).
+    than looping over all ~650 table entries per file (`tests/unit/ingest/test_deid.py` checks the equivalence).
     """
     from dicomanonymizer import simpledicomanonymizer as anonymizer
 
