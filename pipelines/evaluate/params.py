@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,10 +19,12 @@ class EvaluateParams(BaseModel):
     bootstrap_resamples: int = Field(2000, ge=1)
     bootstrap_seed: int = Field(2026, ge=0)
     ci_level: float = Field(0.95, gt=0, lt=1)
+    ci_method: Literal["bca", "percentile"] = "bca"
     operating_conf: float = Field(0.25, ge=0, le=1)
     iou_threshold: float = 0.5
     min_subgroup_patients: int = Field(10, ge=1)
-    min_subgroup_refs: int = Field(10, ge=0)
+    # Patients, not boxes: ten compression boxes can come from one or two patients (six levels an image).
+    min_subgroup_class_patients: int = Field(5, ge=0)
     subgroups: list[str] = Field(default_factory=lambda: ["site", "manufacturer", "field_strength"])
 
     @field_validator("iou_threshold")
