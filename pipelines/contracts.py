@@ -1,4 +1,7 @@
-"""Names shared by every stage: classes, reader levels, file names of the ingested dataset (see DESIGN.md)."""
+"""Names shared by every stage: classes, reader levels, the ingested dataset and the splits table (see DESIGN.md).
+
+The bottom of the import order: imports nothing from the project, so every module may import it.
+"""
 
 from __future__ import annotations
 
@@ -47,6 +50,13 @@ LABELS_DIR = "labels"
 IMAGES_TABLE = "images.parquet"
 ANNOTATIONS_TABLE = "annotations.parquet"
 MANIFEST_TABLE = "manifest.parquet"
+
+# The splits table (`paths.splits_file`, data/splits.parquet): written by split; read by validate, train, evaluate.
+SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "patient_key", "site", "split", "fold", "has_compression")
+CV, INTERNAL_TEST, EXTERNAL_TEST = "cv", "internal_test", "external_test"  # values of its `split` column
+SPLITS: tuple[str, ...] = (CV, INTERNAL_TEST, EXTERNAL_TEST)
+TEST_SETS: tuple[str, ...] = (INTERNAL_TEST, EXTERNAL_TEST)  # the sets evaluate scores, in report order
+NO_FOLD = -1  # `fold` of every row outside cross-validation (the test sets)
 
 # Marker the synthetic generator writes into ImageComments; ingest carries it as `is_synthetic` so every later
 # report can say its figures come from synthetic phantoms.

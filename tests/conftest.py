@@ -53,7 +53,9 @@ def params(tmp_path: Path):
             "splits_file": tmp_path / "splits.parquet",
         }
     )
-    return p.model_copy(update={"paths": paths, "ingest": p.ingest.model_copy(update={"workers": 1})})
+    # Inputs null: the synthetic cohort under the moved synth_dir (params.yaml names data/synth/... for dvc.yaml).
+    ingest = p.ingest.model_copy(update={"workers": 1, "input_dir": None, "annotations_csv": None})
+    return p.model_copy(update={"paths": paths, "ingest": ingest})
 
 
 def mr_dataset(rng: np.random.Generator | None = None, shape: tuple[int, int] = (64, 64), **overrides: Any) -> Dataset:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from pipelines.settings import StrictModel
 
 # COCO / ultralytics IoU thresholds 0.50:0.05:0.95; every box is matched once at all of them.
 IOU_THRESHOLDS: np.ndarray = np.linspace(0.5, 0.95, 10)
 
 
-class EvaluateParams(BaseModel):
+class EvaluateParams(StrictModel):
     """Scoring settings: bootstrap CIs, the operating point and subgroup reporting (unknown keys are an error)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     bootstrap_resamples: int = Field(2000, ge=1)
     bootstrap_seed: int = Field(2026, ge=0)

@@ -1,7 +1,8 @@
 """Reader annotations (`annotations.csv`) checked against the ingested images and turned into YOLO labels.
 
 Every row ends up either in `annotations.parquet` or quarantined in the manifest with a reason: unknown image,
-image quarantined, box outside the image, degenerate box, bad label, bad reader, malformed numbers.
+image quarantined, box outside the image, degenerate box, bad label, bad reader, malformed numbers. The label files
+themselves are written with `pipelines.labels.yolo_lines` (shared with train).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.contracts import ANNOTATION_COLUMNS, ANNOTATION_TABLE_COLUMNS, CLASS_IDS, READER_LEVELS, SEVERITIES
+from pipelines.contracts import ANNOTATION_COLUMNS, ANNOTATION_TABLE_COLUMNS, CLASS_IDS, SEVERITIES
+from pipelines.settings import ReadersParams
 
 ANN_MISSING_COLUMNS = "annotation_missing_columns"
 ANN_MALFORMED = "annotation_malformed"
@@ -66,7 +68,7 @@ def check_annotations(
     image_of: Callable[[str], str],
     images: Mapping[str, ImageRef],
     quarantined_images: set[str],
-    reader_id_pattern: str,
+    readers: ReadersParams,
 ) -> AnnotationResult:
     """Validate each row against its image.
 
@@ -76,16 +78,17 @@ def check_annotations(
             UID never needs to be stored.
         images: the ok images by image_id.
         quarantined_images: image_ids whose file was quarantined (a row pointing there says so).
-        reader_id_pattern: allowed reader ids (they become folder names).
+        readers: the `readers` section: allowed reader ids (they become folder names) and levels.
     """
-    pattern = re.compile(reader_id_pattern)
+    pattern = re.compile(readers.id_pattern)
+    levels = tuple(readers.levels)
     accepted: list[dict[str, object]] = []
     manifest: list[dict[str, object]] = []
     seen: set[tuple[object, ...]] = set()
     for i, rec in enumerate(df.to_dict("records")):
         source_id = f"annotations.csv:{i + 2}"  # the line number in the file (header is line 1)
         image_id = image_of(str(rec["sop_instance_uid"]).strip()) if str(rec["sop_instance_uid"]).strip() else ""
-        reason, detail, row = _check_row(rec, image_id, images, quarantined_images, pattern)
+        reason, detail, row = _check_row(rec, image_id, images, quarantined_images, pattern, levels)
         if reason is None and row is not None:
             key = tuple(row[c] for c in ("image_id", "reader_id", "label", "x_min", "y_min", "x_max", "y_max"))
             if key in seen:
@@ -114,14 +117,15 @@ def _check_row(
     images: Mapping[str, ImageRef],
     quarantined_images: set[str],
     pattern: re.Pattern[str],
+    levels: tuple[str, ...],
 ) -> tuple[str | None, str, dict[str, object] | None]:
     label = str(rec["label"]).strip().lower()
     if label not in CLASS_IDS:
         return ANN_BAD_LABEL, f"label {str(rec['label'])[:20]!r} not in {sorted(CLASS_IDS)}", None
     level = str(rec["reader_level"]).strip().lower()
     reader = str(rec["reader_id"]).strip()
-    if level not in READER_LEVELS:
-        return ANN_BAD_READER, f"reader_level {level[:20]!r} not in {list(READER_LEVELS)}", None
+    if level not in levels:
+        return ANN_BAD_READER, f"reader_level {level[:20]!r} not in {list(levels)}", None
     if not pattern.match(reader):
         return ANN_BAD_READER, f"reader_id does not match {pattern.pattern}", None
     try:
@@ -156,15 +160,3 @@ def _check_row(
         "severity": severity,
     }
     return None, "", row
-
-
-def yolo_lines(boxes: pd.DataFrame, rows: int, columns: int) -> str:
-    """YOLO txt format: `class x_center y_center width height`, normalised to the image size."""
-    lines = []
-    for b in boxes.itertuples(index=False):
-        xc = (b.x_min + b.x_max) / 2 / columns
-        yc = (b.y_min + b.y_max) / 2 / rows
-        w = (b.x_max - b.x_min) / columns
-        h = (b.y_max - b.y_min) / rows
-        lines.append(f"{b.class_id} {xc:.6f} {yc:.6f} {w:.6f} {h:.6f}")
-    return "\n".join(lines) + ("\n" if lines else "")

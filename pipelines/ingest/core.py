@@ -24,10 +24,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipelines.config import Params
 from pipelines.contracts import (
     ANNOTATION_TABLE_COLUMNS,
     ANNOTATIONS_TABLE,
@@ -44,10 +44,13 @@ from pipelines.ingest.annotations import (
     ImageRef,
     check_annotations,
     read_annotations,
-    yolo_lines,
 )
 from pipelines.ingest.files import DUPLICATE_SOP, FileOutcome, FileSettings, process_file
-from pipelines.io import write_atomic, write_parquet_atomic
+from pipelines.io import write_atomic, write_json, write_parquet_atomic
+from pipelines.labels import yolo_lines
+
+if TYPE_CHECKING:  # the whole params arrive from the caller; importing config here would be a cycle
+    from pipelines.config import Params
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +206,7 @@ def run_ingest(
     *,
     progress: ProgressFn | None = None,
 ) -> IngestSummary:
-    """Ingest `input_dir` into `output_dir`.
+    """Ingest `input_dir` into `output_dir`; its counts go to `reports/ingest/summary.json` (a DVC metric).
 
     Args:
         params: validated params (the `ingest` and `paths` sections are used).
@@ -330,7 +333,7 @@ def run_ingest(
     )
     if ann_df is not None:
         quarantined_ids = {o.image_id for o in ordered if o.status != "ok" and o.image_id}
-        result = check_annotations(ann_df, pseudo.image, refs, quarantined_ids, cfg.reader_id_pattern)
+        result = check_annotations(ann_df, pseudo.image, refs, quarantined_ids, params.readers)
         ann_table = result.accepted
         for m in result.manifest:
             manifest_rows.append({**m, "sha256": None, "size_bytes": None})
@@ -370,6 +373,7 @@ def run_ingest(
         patients=int(images["patient_key"].nunique()) if not images.empty else 0,
         sites={str(k): int(v) for k, v in images["site"].value_counts().items()} if not images.empty else {},
     )
+    write_json(params.paths.summary_file("ingest"), summary.counts())  # the stage's DVC metric
     return summary
 
 

@@ -21,9 +21,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from pipelines.config import SeriesRule
 from pipelines.contracts import SYNTHETIC_MARKER
 from pipelines.ingest import deid
+from pipelines.ingest.params import SeriesRule
 from pipelines.ingest.rules import first_failure, plane_of
 from pipelines.io import write_atomic
 

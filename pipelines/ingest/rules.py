@@ -14,7 +14,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from pipelines.config import SeriesCondition, SeriesRule
+from pipelines.ingest.params import SeriesCondition, SeriesRule
 
 # Free-text attributes whose values may carry identity: never echoed verbatim in a quarantine detail.
 _FREE_TEXT = {"SeriesDescription", "StudyDescription", "ProtocolName", "ImageComments", "InstitutionName"}

@@ -10,10 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from pipelines.config import SplitParams
-
-SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "patient_key", "site", "split", "fold", "has_compression")
-CV, INTERNAL_TEST, EXTERNAL_TEST = "cv", "internal_test", "external_test"
+from pipelines.contracts import CV, EXTERNAL_TEST, INTERNAL_TEST, NO_FOLD, SPLIT_COLUMNS
+from pipelines.split.params import SplitParams
 
 
 class SplitError(ValueError):
@@ -35,21 +33,24 @@ def patient_table(images: pd.DataFrame, annotations: pd.DataFrame, reference_lev
     return table.sort_values("patient_key", kind="stable").reset_index(drop=True)
 
 
-def make_splits(images: pd.DataFrame, annotations: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
+def make_splits(
+    images: pd.DataFrame, annotations: pd.DataFrame, params: SplitParams, reference_level: str
+) -> pd.DataFrame:
     """Assign every image to `cv` (with a fold), `internal_test` or `external_test`.
 
     Args:
         images: images.parquet (needs image_id, patient_key, site).
         annotations: annotations.parquet (needs patient_key, reader_level, label).
         params: the `split` section.
+        reference_level: whose compression boxes define a patient's stratum (`readers.reference_level`).
 
     Returns:
-        One row per image with SPLIT_COLUMNS, sorted by image_id; fold is -1 outside cv.
+        One row per image with SPLIT_COLUMNS, sorted by image_id; fold is NO_FOLD (-1) outside cv.
 
     Raises:
         SplitError: an external site is absent from the data, or there are too few development patients.
     """
-    patients = patient_table(images, annotations, params.reference_reader_level)
+    patients = patient_table(images, annotations, reference_level)
     present = set(patients["site"])
     missing = sorted(set(params.external_sites) - present)
     if missing:
@@ -69,10 +70,9 @@ def make_splits(images: pd.DataFrame, annotations: pd.DataFrame, params: SplitPa
         )
     else:
         cv_idx, test_idx = np.arange(len(dev)), np.array([], dtype=int)
-    assignment = {
-        key: (EXTERNAL_TEST, -1) for key in patients.loc[patients["site"].isin(params.external_sites), "patient_key"]
-    }
-    assignment.update({dev.at[i, "patient_key"]: (INTERNAL_TEST, -1) for i in test_idx})
+    external = patients.loc[patients["site"].isin(params.external_sites), "patient_key"]
+    assignment = {key: (EXTERNAL_TEST, NO_FOLD) for key in external}
+    assignment.update({dev.at[i, "patient_key"]: (INTERNAL_TEST, NO_FOLD) for i in test_idx})
     cv = dev.iloc[np.sort(cv_idx)].reset_index(drop=True)
     cv_labels = cv["has_compression"].to_numpy()
     # Stratify folds when every class has at least k patients; otherwise plain shuffled folds (tiny ci cohorts).
@@ -109,7 +109,7 @@ def split_summary(splits: pd.DataFrame) -> pd.DataFrame:
         per_patient = part.drop_duplicates("patient_key")
         rows.append(
             {
-                "split": split if fold < 0 else f"{split}_fold{fold}",
+                "split": split if fold == NO_FOLD else f"{split}_fold{fold}",
                 "patients": int(per_patient.shape[0]),
                 "images": int(part.shape[0]),
                 "compression_share": round(float(per_patient["has_compression"].mean()), 4),

@@ -9,20 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from pipelines.contracts import SEVERITIES
+from pipelines.settings import StrictModel
 
 LEVEL_NAMES: tuple[str, ...] = ("C2-3", "C3-4", "C4-5", "C5-6", "C6-7", "C7-T1")
 SEVERITY_NAMES: tuple[str, ...] = SEVERITIES
 Severity = Literal["mild", "moderate", "severe"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ScannerParams(_Strict):
+class ScannerParams(StrictModel):
     """One scanner model at a site: identity, sagittal T2 protocol and the image effects it causes."""
 
     manufacturer: str
@@ -49,7 +46,7 @@ class ScannerParams(_Strict):
     rotation_deg_sd: float = Field(3.0, ge=0)
 
 
-class SiteParams(_Strict):
+class SiteParams(StrictModel):
     """One centre: its identity (what de-identification must remove) and its scanners."""
 
     role: Literal["development", "external"]
@@ -62,7 +59,7 @@ class SiteParams(_Strict):
     scanners: list[ScannerParams] = Field(min_length=1)
 
 
-class SynthProfile(_Strict):
+class SynthProfile(StrictModel):
     """One cohort size: patients (and optionally exact image totals) per site, and the matrix scale."""
 
     patients: dict[str, int]
@@ -83,7 +80,7 @@ class SynthProfile(_Strict):
         return self
 
 
-class SliceParams(_Strict):
+class SliceParams(StrictModel):
     """How many adjacent near-midline sagittal T2 slices each patient contributes (1-3)."""
 
     probs: tuple[float, float, float] = (0.14, 0.76, 0.10)
@@ -91,7 +88,7 @@ class SliceParams(_Strict):
     midline_jitter_mm: float = Field(1.5, ge=0)
 
 
-class AnatomyParams(_Strict):
+class AnatomyParams(StrictModel):
     """Patient anatomy and where, how and how badly the cord is compressed."""
 
     n_levels_probs: tuple[float, float, float, float] = (0.45, 0.30, 0.17, 0.08)
@@ -118,7 +115,7 @@ class AnatomyParams(_Strict):
         return self
 
 
-class ReaderParams(_Strict):
+class ReaderParams(StrictModel):
     """One simulated physician: box jitter, missed compressions, overcalled normal levels, skipped levels."""
 
     reader_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
@@ -129,7 +126,7 @@ class ReaderParams(_Strict):
     omit_rate: float = Field(0.0, ge=0, le=1)
 
 
-class DistractorParams(_Strict):
+class DistractorParams(StrictModel):
     """Extra series per patient that the ingest series rules must reject (never annotated)."""
 
     sag_t1_rate: float = Field(0.3, ge=0, le=1)
@@ -301,7 +298,7 @@ def _default_profiles() -> dict[str, SynthProfile]:
     }
 
 
-class SynthParams(_Strict):
+class SynthParams(StrictModel):
     """The `synth:` section: seed, size profiles, sites and scanners, anatomy, readers and distractors."""
 
     seed: int = Field(20260301, ge=0)

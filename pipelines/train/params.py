@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from pipelines.settings import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrainProfile(_Strict):
+class TrainProfile(StrictModel):
     """Sizes that scale with the profile."""
 
     imgsz: int = Field(224, ge=32, multiple_of=32)
@@ -20,7 +18,7 @@ class TrainProfile(_Strict):
     folds: list[int] | None = None
 
 
-class TrainParams(_Strict):
+class TrainParams(StrictModel):
     """K-fold YOLO11 training on the development centre's folds, then a final model."""
 
     model: str = "yolo11n.yaml"
@@ -32,7 +30,6 @@ class TrainParams(_Strict):
     nominal_batch: int | None = Field(None, ge=1)
     parallel_folds: int = Field(2, ge=1)
     final_model: Literal["all_development", "best_fold"] = "best_fold"
-    reference_reader_level: Literal["expert", "mid", "junior"] = "expert"
     augment: dict[str, float] = Field(default_factory=lambda: {"fliplr": 0.0, "degrees": 5.0, "mosaic": 1.0})
     profiles: dict[str, TrainProfile] = Field(
         default_factory=lambda: {

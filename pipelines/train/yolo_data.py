@@ -1,5 +1,7 @@
 """YOLO dataset views over the ingested dataset: symlinked images plus reference-reader labels, one view per fold.
 
+The reference boxes and the label lines come from `pipelines.labels` (shared with ingest and evaluate).
+
 Ultralytics finds a label by swapping `/images/` for `/labels/` in the image path, so each view is a small tree of
 symlinks (no pixel copies) and label files written from `annotations.parquet`.
 """
@@ -14,15 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.contracts import CLASS_NAMES, IMAGES_DIR
-from pipelines.ingest.annotations import yolo_lines
-
-
-def reference_boxes(annotations: pd.DataFrame, level: str) -> pd.DataFrame:
-    """Boxes of the reference standard: one reader of `level` per image (the first by id when several read it)."""
-    ref = annotations[annotations["reader_level"] == level]
-    first = ref.groupby("image_id")["reader_id"].min().rename("chosen")
-    ref = ref.join(first, on="image_id")
-    return ref[ref["reader_id"] == ref["chosen"]].drop(columns="chosen")
+from pipelines.labels import yolo_lines
 
 
 def build_view(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
+from pipelines.settings import PathsParams, ReadersParams
 from pipelines.validate.frames import Frame, Redactor, build_frames, plain
 from pipelines.validate.params import ValidateParams
 from pipelines.validate.suites import SUITES, load_gx
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DOCS_DIR = "validation"
-SUMMARY_FILE = "summary.json"
+# The report's name under `paths.reports_dir`: Data Docs in `paths.report_dir(REPORT)`, the DVC metric in
+# `paths.summary_file(REPORT)`.
+REPORT = "validation"
 _TABLES = ("images", "annotations", "splits")
 
 
@@ -123,18 +125,18 @@ class ValidationReport:
 
 def validate_dataset(
     params: ValidateParams,
-    ingested_dir: Path,
-    splits_path: Path | None,
-    reports_dir: Path,
+    readers: ReadersParams,
+    paths: PathsParams,
     external_sites: Sequence[str],
 ) -> ValidationReport:
     """Validate the ingested tables (and the splits, if present) against their contracts.
 
     Args:
-        params: the `validate` section.
-        ingested_dir: holds images.parquet and annotations.parquet.
-        splits_path: data/splits.parquet; None or a missing file runs the images and annotations suites only.
-        reports_dir: Data Docs go to `reports_dir/validation/` (replaced whole), with `summary.json`.
+        params: the `validation` section.
+        readers: the `readers` section (reference level, reader ids and levels).
+        paths: reads `ingested_dir` (images.parquet, annotations.parquet) and `splits_file` (a missing file runs
+            the images and annotations suites only); writes the Data Docs to `report_dir("validation")` (replaced
+            whole), with `summary_file("validation")`.
         external_sites: site codes that must never be in training (params `split.external_sites`).
 
     Returns:
@@ -144,19 +146,20 @@ def validate_dataset(
         FileNotFoundError: images.parquet or annotations.parquet is missing (ingest has not run).
     """
     start = time.perf_counter()
-    images = _read(ingested_dir / IMAGES_TABLE)
-    annotations = _read(ingested_dir / ANNOTATIONS_TABLE)
-    splits = _read(splits_path) if splits_path is not None and splits_path.is_file() else None
-    frames = build_frames(images, annotations, splits, params)
+    images = _read(paths.ingested_dir / IMAGES_TABLE)
+    annotations = _read(paths.ingested_dir / ANNOTATIONS_TABLE)
+    splits = _read(paths.splits_file) if paths.splits_file.is_file() else None
+    frames = build_frames(images, annotations, splits, params, readers)
 
-    docs_dir = reports_dir / DOCS_DIR
-    staging = reports_dir / f".{DOCS_DIR}.tmp"
+    docs_dir = paths.report_dir(REPORT)
+    staging = docs_dir.with_name(f".{docs_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        failures, per_suite = _run_suites(frames, params, external_sites, staging)
+        failures, per_suite = _run_suites(frames, params, readers, external_sites, staging)
         summary = _summary(frames, per_suite, failures, splits is not None)
-        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        summary_file = staging / paths.summary_file(REPORT).relative_to(docs_dir)
+        summary_file.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _swap(staging, docs_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only left if the run failed half way
@@ -178,17 +181,21 @@ def validate_dataset(
 
 
 def _run_suites(
-    frames: list[Frame], params: ValidateParams, external_sites: Sequence[str], docs_root: Path
+    frames: list[Frame],
+    params: ValidateParams,
+    readers: ReadersParams,
+    external_sites: Sequence[str],
+    docs_root: Path,
 ) -> tuple[list[Failure], dict[str, dict[str, int]]]:
     """Validate each frame with its suite in one ephemeral context; build the Data Docs under `docs_root`."""
     context = _context(docs_root)
     gx = load_gx()
-    redactor = Redactor(params)
+    redactor = Redactor(readers)
     source = context.data_sources.add_pandas("cordwatch")
     failures: list[Failure] = []
     per_suite: dict[str, dict[str, int]] = {}
     for frame in frames:
-        suite = context.suites.add(SUITES[frame.name](params, tuple(external_sites)))
+        suite = context.suites.add(SUITES[frame.name](params, readers, tuple(external_sites)))
         order = {exp.id: i for i, exp in enumerate(suite.expectations)}
         batch_definition = source.add_dataframe_asset(frame.name).add_batch_definition_whole_dataframe(frame.name)
         definition = context.validation_definitions.add(

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.contracts import CV, SPLIT_COLUMNS
+from pipelines.settings import ReadersParams
 from pipelines.validate.params import ValidateParams
 
 # The pseudonym formats ingest writes (pipelines/ingest/deid.py): a value not matching them may be an original
@@ -44,10 +46,6 @@ IDENTITY_PATTERNS: dict[str, str] = {
 # Free-text columns not scanned for identity: keys and hashes have strict patterns instead, and transfer_syntax
 # holds DICOM dictionary names (a private syntax shows as its UID, which names a codec, not a person).
 _NOT_SCANNED: frozenset[str] = frozenset({*KEY_PATTERNS, "transfer_syntax"})
-
-SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "patient_key", "site", "split", "fold", "has_compression")
-CV, INTERNAL_TEST, EXTERNAL_TEST = "cv", "internal_test", "external_test"
-SPLITS: tuple[str, ...] = (CV, INTERNAL_TEST, EXTERNAL_TEST)
 
 REDACTED = "[redacted]"  # no angle brackets: Data Docs would render them as an HTML tag
 
@@ -173,7 +171,11 @@ def annotations_frame(annotations: pd.DataFrame, images: pd.DataFrame, params: V
 
 
 def reads_frame(
-    images: pd.DataFrame, annotations: pd.DataFrame, splits: pd.DataFrame | None, params: ValidateParams
+    images: pd.DataFrame,
+    annotations: pd.DataFrame,
+    splits: pd.DataFrame | None,
+    params: ValidateParams,
+    readers: ReadersParams,
 ) -> Frame:
     """One row per ingested image: how many reference-reader boxes it has and whether it enters training.
 
@@ -182,7 +184,7 @@ def reads_frame(
     ids = _col(images, "image_id")
     df = pd.DataFrame({"image_id": ids, "patient_key": _col(images, "patient_key")})
     ann_level = _col(annotations, "reader_level")
-    ref = _col(annotations, "image_id")[ann_level == params.reference_reader_level]
+    ref = _col(annotations, "image_id")[ann_level == readers.reference_level]
     counts = ref.value_counts()
     df["reference_boxes"] = df["image_id"].map(counts).fillna(0).astype("int64")
     if params.expert_read_required_for == "all" or splits is None:
@@ -220,7 +222,7 @@ def splits_frame(splits: pd.DataFrame, images: pd.DataFrame) -> Frame:
     return Frame("splits", "splits", df, ("image_id", "patient_key", "split", "fold"), len(splits))
 
 
-def patients_frame(splits: pd.DataFrame, annotations: pd.DataFrame, params: ValidateParams) -> Frame:
+def patients_frame(splits: pd.DataFrame, annotations: pd.DataFrame, readers: ReadersParams) -> Frame:
     """One row per patient in the splits: in how many splits and cv folds, and their compression status."""
     s = pd.DataFrame(
         {
@@ -243,9 +245,7 @@ def patients_frame(splits: pd.DataFrame, annotations: pd.DataFrame, params: Vali
     df["n_cv_folds"] = df["n_cv_folds"].fillna(0).astype("int64")
     level = _col(annotations, "reader_level")
     label = _col(annotations, "label")
-    compressed = set(
-        _col(annotations, "patient_key")[(level == params.reference_reader_level) & (label == "compression")]
-    )
+    compressed = set(_col(annotations, "patient_key")[(level == readers.reference_level) & (label == "compression")])
     df = df.reset_index()
     df["reference_compression"] = df["patient_key"].isin(compressed)
     df["has_compression"] = df["has_compression"].astype("object")
@@ -291,18 +291,19 @@ def build_frames(
     annotations: pd.DataFrame,
     splits: pd.DataFrame | None,
     params: ValidateParams,
+    readers: ReadersParams,
 ) -> list[Frame]:
     """Every frame to validate, in report order; the splits frames only when a splits table is given."""
     frames = [
         images_frame(images, params),
         identity_frame(images),
         annotations_frame(annotations, images, params),
-        reads_frame(images, annotations, splits, params),
+        reads_frame(images, annotations, splits, params, readers),
     ]
     if splits is not None:
         frames += [
             splits_frame(splits, images),
-            patients_frame(splits, annotations, params),
+            patients_frame(splits, annotations, readers),
             folds_frame(splits, params),
         ]
     return frames
@@ -311,9 +312,9 @@ def build_frames(
 class Redactor:
     """Hides any value that may be identity before it reaches a message, a log or the Data Docs."""
 
-    def __init__(self, params: ValidateParams) -> None:
+    def __init__(self, readers: ReadersParams) -> None:
         self._keys = {name: re.compile(p) for name, p in KEY_PATTERNS.items()}
-        self._keys["reader_id"] = re.compile(params.reader_id_pattern)
+        self._keys["reader_id"] = re.compile(readers.id_pattern)
         self._identity = [(kind, re.compile(p)) for kind, p in IDENTITY_PATTERNS.items()]
 
     def value(self, column: str | None, value: Any) -> Any:

@@ -13,17 +13,21 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pipelines.contracts import ANNOTATION_TABLE_COLUMNS, CLASS_IDS, CLASS_NAMES, IMAGE_COLUMNS, SEVERITIES
-from pipelines.validate.frames import (
+from pipelines.contracts import (
+    ANNOTATION_TABLE_COLUMNS,
+    CLASS_IDS,
+    CLASS_NAMES,
     CV,
     EXTERNAL_TEST,
-    IDENTITY_PATTERNS,
+    IMAGE_COLUMNS,
     INTERNAL_TEST,
-    KEY_PATTERNS,
-    REQUIRED,
+    NO_FOLD,
+    SEVERITIES,
     SPLIT_COLUMNS,
     SPLITS,
 )
+from pipelines.settings import ReadersParams
+from pipelines.validate.frames import IDENTITY_PATTERNS, KEY_PATTERNS, REQUIRED
 from pipelines.validate.params import ValidateParams
 
 if TYPE_CHECKING:
@@ -85,7 +89,9 @@ def _required(table: str) -> Expectation:
     )
 
 
-def images_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
+def images_suite(
+    params: ValidateParams, readers: ReadersParams, external_sites: Sequence[str] = ()
+) -> ExpectationSuite:
     """images.parquet: acquisition in range, one row per image, pseudonymous keys only."""
     e = load_gx().expectations
     lo_mm, hi_mm = params.pixel_spacing_mm
@@ -150,7 +156,9 @@ def images_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> 
     return _suite("images", exps)
 
 
-def images_identity_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
+def images_identity_suite(
+    params: ValidateParams, readers: ReadersParams, external_sites: Sequence[str] = ()
+) -> ExpectationSuite:
     """Every free-text cell of images.parquet: nothing that looks like a name, a date (of birth) or a DICOM UID."""
     e = load_gx().expectations
     names = {
@@ -165,21 +173,23 @@ def images_identity_suite(params: ValidateParams, external_sites: Sequence[str] 
     return _suite("images_identity", exps)
 
 
-def annotations_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
+def annotations_suite(
+    params: ValidateParams, readers: ReadersParams, external_sites: Sequence[str] = ()
+) -> ExpectationSuite:
     """annotations.parquet joined with its image: boxes inside their image, known labels and readers."""
     e = load_gx().expectations
     t = "annotations"
-    if params.known_readers is not None:
+    if readers.known is not None:
         reader: Expectation = e.ExpectColumnValuesToBeInSet(
             column="reader_id",
-            value_set=list(params.known_readers),
-            description=f"annotations: reader known (reader_id in {_fmt(params.known_readers)})",
+            value_set=list(readers.known),
+            description=f"annotations: reader known (reader_id in {_fmt(readers.known)})",
         )
     else:
         reader = e.ExpectColumnValuesToMatchRegex(
             column="reader_id",
-            regex=params.reader_id_pattern,
-            description=f"annotations: reader known (reader_id matches {params.reader_id_pattern})",
+            regex=readers.id_pattern,
+            description=f"annotations: reader known (reader_id matches {readers.id_pattern})",
         )
     class_ids = ", ".join(f"{name} {i}" for name, i in CLASS_IDS.items())
     either = "either_value_is_missing"  # a missing image is reported once, by "box is on an ingested image"
@@ -244,8 +254,8 @@ def annotations_suite(params: ValidateParams, external_sites: Sequence[str] = ()
         ),
         e.ExpectColumnValuesToBeInSet(
             column="reader_level",
-            value_set=list(params.known_reader_levels),
-            description=f"annotations: reader level known (in {_fmt(params.known_reader_levels)})",
+            value_set=list(readers.levels),
+            description=f"annotations: reader level known (in {_fmt(readers.levels)})",
         ),
         reader,
         e.ExpectColumnValuesToBeBetween(
@@ -264,11 +274,13 @@ def annotations_suite(params: ValidateParams, external_sites: Sequence[str] = ()
     return _suite("annotations", exps)
 
 
-def annotations_per_image_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
+def annotations_per_image_suite(
+    params: ValidateParams, readers: ReadersParams, external_sites: Sequence[str] = ()
+) -> ExpectationSuite:
     """One row per image: every image that enters training has a reference (expert) read."""
     e = load_gx().expectations
     Column = _condition_column()
-    level = params.reference_reader_level
+    level = readers.reference_level
     article = "an" if level[0] in "aeiou" else "a"
     exps: list[Expectation] = [
         e.ExpectColumnValuesToBeBetween(
@@ -281,7 +293,9 @@ def annotations_per_image_suite(params: ValidateParams, external_sites: Sequence
     return _suite("annotations_per_image", exps)
 
 
-def splits_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
+def splits_suite(
+    params: ValidateParams, readers: ReadersParams, external_sites: Sequence[str] = ()
+) -> ExpectationSuite:
     """splits.parquet: one row per ingested image, known splits and folds, external sites held out."""
     e = load_gx().expectations
     Column = _condition_column()
@@ -307,9 +321,9 @@ def splits_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> 
         ),
         e.ExpectColumnValuesToBeInSet(
             column="fold",
-            value_set=[-1],
+            value_set=[NO_FOLD],
             row_condition=Column("split").is_in([INTERNAL_TEST, EXTERNAL_TEST]),
-            description="splits: test rows have fold -1",
+            description=f"splits: test rows have fold {NO_FOLD}",
         ),
         e.ExpectColumnValuesToBeInSet(
             column="has_compression", value_set=[True, False], description="splits: has_compression is true or false"
@@ -351,7 +365,9 @@ def splits_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> 
     return _suite("splits", exps)
 
 
-def splits_per_patient_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
+def splits_per_patient_suite(
+    params: ValidateParams, readers: ReadersParams, external_sites: Sequence[str] = ()
+) -> ExpectationSuite:
     """One row per patient: one split, at most one fold, a compression status that matches the reference reads."""
     e = load_gx().expectations
     exps: list[Expectation] = [
@@ -374,13 +390,15 @@ def splits_per_patient_suite(params: ValidateParams, external_sites: Sequence[st
             column_A="has_compression",
             column_B="reference_compression",
             ignore_row_if="either_value_is_missing",
-            description=f"splits: has_compression agrees with the {params.reference_reader_level} reads",
+            description=f"splits: has_compression agrees with the {readers.reference_level} reads",
         ),
     ]
     return _suite("splits_per_patient", exps)
 
 
-def splits_per_fold_suite(params: ValidateParams, external_sites: Sequence[str] = ()) -> ExpectationSuite:
+def splits_per_fold_suite(
+    params: ValidateParams, readers: ReadersParams, external_sites: Sequence[str] = ()
+) -> ExpectationSuite:
     """One row per cv fold: folds 0..k-1, and each fold's compression share close to the share over all of cv."""
     e = load_gx().expectations
     Column = _condition_column()
@@ -404,7 +422,7 @@ def splits_per_fold_suite(params: ValidateParams, external_sites: Sequence[str] 
     return _suite("splits_per_fold", exps)
 
 
-SuiteBuilder = Callable[[ValidateParams, Sequence[str]], "ExpectationSuite"]
+SuiteBuilder = Callable[[ValidateParams, ReadersParams, Sequence[str]], "ExpectationSuite"]
 
 # Frame name (pipelines.validate.frames) -> the suite that validates it.
 SUITES: dict[str, SuiteBuilder] = {

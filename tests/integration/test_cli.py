@@ -38,6 +38,7 @@ def params_file(tmp_path: Path) -> Path:
         "reports_dir": str(tmp_path / "reports"),
         "splits_file": str(tmp_path / "splits.parquet"),
     }
+    raw["ingest"].update(input_dir=None, annotations_csv=None)  # null: the cohort in the moved paths.synth_dir
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -79,7 +79,8 @@ def test_killed_fold_resumes_from_its_checkpoint(project: Path, tmp_path: Path) 
     from pipelines import runtime
     from pipelines.config import load_params
     from pipelines.train.core import train_one
-    from pipelines.train.yolo_data import build_view, reference_boxes
+    from pipelines.labels import reference_boxes
+    from pipelines.train.yolo_data import build_view
 
     params = load_params(project / "params.yaml")
     runtime.configure_ultralytics(params.paths.state_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import SeriesRule
+from pipelines.ingest.params import SeriesRule
 from pipelines.ingest.rules import first_failure, plane_of
 from tests.conftest import mr_dataset
 

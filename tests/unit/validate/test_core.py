@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from pipelines.contracts import ANNOTATION_TABLE_COLUMNS, ANNOTATIONS_TABLE, IMAGE_COLUMNS, IMAGES_TABLE
+from pipelines.settings import PathsParams, ReadersParams
 from pipelines.validate import DataContractError, ValidateParams, ValidationReport, validate_dataset
 from pipelines.validate.suites import SUITES
 
@@ -107,17 +108,26 @@ def clean_dataset() -> Dataset:
     )
 
 
+def _paths(tmp_path: Path) -> PathsParams:
+    return PathsParams(
+        ingested_dir=tmp_path / "ingested", splits_file=tmp_path / "splits.parquet", reports_dir=tmp_path / "reports"
+    )
+
+
 def run(
-    tmp_path: Path, ds: Dataset, params: ValidateParams | None = None, with_splits: bool = True
+    tmp_path: Path,
+    ds: Dataset,
+    params: ValidateParams | None = None,
+    with_splits: bool = True,
+    readers: ReadersParams | None = None,
 ) -> ValidationReport:
-    ingested = tmp_path / "ingested"
-    ingested.mkdir(exist_ok=True)
-    ds.images.to_parquet(ingested / IMAGES_TABLE, index=False)
-    ds.annotations.to_parquet(ingested / ANNOTATIONS_TABLE, index=False)
-    splits_path = tmp_path / "splits.parquet" if with_splits else None
-    if splits_path is not None:
-        ds.splits.to_parquet(splits_path, index=False)
-    return validate_dataset(params or ValidateParams(), ingested, splits_path, tmp_path / "reports", EXTERNAL)
+    paths = _paths(tmp_path)
+    paths.ingested_dir.mkdir(exist_ok=True)
+    ds.images.to_parquet(paths.ingested_dir / IMAGES_TABLE, index=False)
+    ds.annotations.to_parquet(paths.ingested_dir / ANNOTATIONS_TABLE, index=False)
+    if with_splits:
+        ds.splits.to_parquet(paths.splits_file, index=False)
+    return validate_dataset(params or ValidateParams(), readers or ReadersParams(), paths, EXTERNAL)
 
 
 @dataclass
@@ -278,9 +288,10 @@ def test_each_broken_contract_fails_and_is_named(
 ) -> None:
     ds = clean_dataset()
     mutate(ds)
-    params = ValidateParams(known_readers=["expert_1", "mid_1"]) if case == "unknown_reader" else None
+    readers = ReadersParams(known=["expert_1", "mid_1"]) if case == "unknown_reader" else None
     # The images and annotations contracts do not read the splits; leaving them out keeps each run short.
-    report = run(tmp_path, ds, params, with_splits=expected.startswith("splits") or case == "cv_image_without_expert")
+    with_splits = expected.startswith("splits") or case == "cv_image_without_expert"
+    report = run(tmp_path, ds, with_splits=with_splits, readers=readers)
     assert not report.success
     with pytest.raises(DataContractError) as err:
         report.raise_for_failures()
@@ -290,7 +301,7 @@ def test_each_broken_contract_fails_and_is_named(
     assert named, [f.expectation for f in report.failures]
     failure = named[0]
     assert failure.examples or failure.error, failure  # a few offending rows, or why it could not run
-    assert not json.loads((tmp_path / "reports" / "validation" / "summary.json").read_text())["success"]
+    assert not json.loads(_paths(tmp_path).summary_file("validation").read_text())["success"]
     # Identity never leaves in the message, the summary or the Data Docs, even when it is the offending value.
     docs = _docs_text(tmp_path / "reports")
     for value in IDENTITIES:
@@ -345,7 +356,7 @@ def test_without_splits_only_images_and_annotations_run_and_every_image_needs_an
 
 def test_missing_ingested_table_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"images\.parquet"):
-        validate_dataset(ValidateParams(), tmp_path, None, tmp_path / "reports", EXTERNAL)
+        validate_dataset(ValidateParams(), ReadersParams(), _paths(tmp_path), EXTERNAL)
 
 
 def test_params_reject_unknown_keys_and_bad_ranges() -> None:
@@ -353,5 +364,9 @@ def test_params_reject_unknown_keys_and_bad_ranges() -> None:
         ValidateParams.model_validate({"fold_balance_tolerence": 0.1})
     with pytest.raises(ValueError, match="pixel_spacing_mm"):
         ValidateParams(pixel_spacing_mm=(2.0, 1.0))
-    with pytest.raises(ValueError, match="reader_id_pattern"):
-        ValidateParams(reader_id_pattern="([")
+    with pytest.raises(ValueError, match="reader_id_pattern"):  # moved to readers.id_pattern
+        ValidateParams.model_validate({"reader_id_pattern": "^a$"})
+    with pytest.raises(ValueError, match="id_pattern is not a valid regex"):
+        ReadersParams(id_pattern="([")
+    with pytest.raises(ValueError, match="reference_level 'resident' is not one of levels"):
+        ReadersParams(reference_level="resident")
