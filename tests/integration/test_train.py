@@ -78,8 +78,8 @@ def test_mlflow_run_tree_and_reports(project: Path) -> None:
 def test_killed_fold_resumes_from_its_checkpoint(project: Path, tmp_path: Path) -> None:
     from pipelines import runtime
     from pipelines.config import load_params
-    from pipelines.train.core import train_one
     from pipelines.labels import reference_boxes
+    from pipelines.train.core import train_one
     from pipelines.train.yolo_data import build_view
 
     params = load_params(project / "params.yaml")
