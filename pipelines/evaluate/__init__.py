@@ -1,7 +1,9 @@
-"""Evaluation stage: scoring core (mAP, operating points, patient-bootstrap CIs, reader comparison, subgroups)."""
+"""Evaluation stage: matching and scoring (scoring.py), CIs and comparisons on shared patient resamples
+(uncertainty.py, intervals.py), the multi-reader multi-case analysis (mrmc.py), the study on one test set (study.py)."""
 
 from __future__ import annotations
 
+from pipelines.evaluate.intervals import Difference, Interval
 from pipelines.evaluate.params import IOU_THRESHOLDS, EvaluateParams
 from pipelines.evaluate.score_files import ScoreResult, read_boxes, score_files
 from pipelines.evaluate.scoring import (
@@ -9,17 +11,19 @@ from pipelines.evaluate.scoring import (
     OPERATING_POINT_KEYS,
     READER_METRICS_NOTE,
     BoxFileError,
-    Difference,
-    Interval,
     Matched,
-    bootstrap,
-    bootstrap_operating_points,
     match,
     matched_operating_points,
     metrics,
+    validate_boxes,
+)
+from pipelines.evaluate.uncertainty import (
+    PatientResampling,
+    SourceDraws,
+    bootstrap,
+    bootstrap_operating_points,
     paired_difference,
     subgroup_table,
-    validate_boxes,
 )
 
 __all__ = [
@@ -32,7 +36,9 @@ __all__ = [
     "EvaluateParams",
     "Interval",
     "Matched",
+    "PatientResampling",
     "ScoreResult",
+    "SourceDraws",
     "bootstrap",
     "bootstrap_operating_points",
     "match",

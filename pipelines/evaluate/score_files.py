@@ -14,16 +14,15 @@ import numpy as np
 import pandas as pd
 
 from pipelines.contracts import CLASS_NAMES
+from pipelines.evaluate.intervals import Interval
 from pipelines.evaluate.params import EvaluateParams
-from pipelines.evaluate.scoring import (
-    METRICS,
-    READER_METRICS_NOTE,
-    BoxFileError,
-    Interval,
-    bootstrap,
-    match,
-    validate_boxes,
-)
+from pipelines.evaluate.scoring import METRICS, READER_METRICS_NOTE, BoxFileError, match, validate_boxes
+from pipelines.evaluate.uncertainty import bootstrap
+
+CI_METHOD_LABELS: dict[str, str] = {
+    "bca": "BCa: bias-corrected and accelerated, acceleration from the leave-one-patient-out jackknife",
+    "percentile": "percentile",
+}
 
 # How each figure is labelled in the printed table.
 METRIC_LABELS: dict[str, str] = {
@@ -94,7 +93,8 @@ class ScoreResult:
             f"predictions: {self.pred_path}  [{kind}, {self.n_predictions} boxes]",
             f"reference:   {self.ref_path}  [{refs}]",
             f"images {self.n_images}, clusters {self.n_patients} (by {self.clustered_by}); "
-            f"{pct} CI: patient bootstrap, {p.bootstrap_resamples} resamples, seed {p.bootstrap_seed}",
+            f"{pct} CI: patient bootstrap ({CI_METHOD_LABELS[p.ci_method]}), {p.bootstrap_resamples} resamples, "
+            f"seed {p.bootstrap_seed}",
             f"operating point: score >= {p.operating_conf:g}, IoU >= {p.iou_threshold:.2f}; lesion = compression box",
             "",
             f"{'metric':<24}{'value':>8}   {pct} CI",
@@ -121,6 +121,7 @@ class ScoreResult:
             "clustered_by": self.clustered_by,
             "reader": self.reader,
             "ci_level": self.params.ci_level,
+            "ci_method": self.params.ci_method,
             "bootstrap_resamples": self.params.bootstrap_resamples,
             "bootstrap_seed": self.params.bootstrap_seed,
             "operating_conf": self.params.operating_conf,

@@ -1,4 +1,5 @@
-"""Detection scoring with patient-bootstrap CIs: mAP50, mAP50-95, precision/recall, lesion sensitivity/PPV.
+"""Detection scoring: boxes matched once, then every figure (mAP50, mAP50-95, P/R, lesion sensitivity/PPV) as a
+function of patient weights, so a bootstrap or jackknife resample never re-matches (CIs: uncertainty.py).
 
 Boxes are matched to the reference once (`match`), the COCO / ultralytics way: per image and class, predictions in
 descending score order each take the unclaimed reference of highest IoU, separately at each IoU threshold
@@ -22,14 +23,13 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from pipelines.contracts import CLASS_IDS, CLASS_NAMES
-from pipelines.evaluate.params import IOU_THRESHOLDS, EvaluateParams
+from pipelines.evaluate.params import IOU_THRESHOLDS
 
 BOX_COLUMNS: tuple[str, ...] = ("x_min", "y_min", "x_max", "y_max")
 BOX_FILE_COLUMNS: tuple[str, ...] = ("image_id", "label", *BOX_COLUMNS)
@@ -60,11 +60,14 @@ METRIC_CLASSES: dict[str, tuple[int, ...]] = {
 }
 
 READER_METRICS_NOTE = (
-    "Readers mark boxes without a confidence score, so a reader has a single operating point and its "
-    "precision-recall 'curve' is one point: its mAP50 (reported as the study does, for comparison with the "
-    "published figures) depends on how AP interpolates from that point, while the model's mAP50 averages over "
-    "all its thresholds. Sensitivity and PPV at matched operating points compare like with like: the model's PPV "
-    "at the threshold where its sensitivity reaches the readers', and its sensitivity where its PPV reaches theirs."
+    "Readers mark boxes without a confidence score, so a reader is one operating point (recall r, precision p), "
+    "not a curve, and a reader's mAP50 is a convention: interpolated from (recall 0, precision 1), as ultralytics "
+    "does and as this report does for the model, one point scores about r(1+p)/2 per class; pycocotools "
+    "interpolates without that starting point and walks tied boxes one at a time, and scores the same reads "
+    "differently. mAP50 is kept because the study reports it. The like-for-like comparison is at the reader's own "
+    "lesion-level (compression) operating point: the model's PPV at the confidence threshold where its sensitivity "
+    "reaches the reader's, and its sensitivity at the lowest threshold where its PPV still reaches the reader's, each "
+    "with a paired patient-bootstrap CI and P value."
 )
 
 _RECALL_EPS = 1e-16  # as ultralytics ap_per_class: recall = tp / (n_labels + eps)
@@ -73,43 +76,6 @@ _MAX_PROBLEMS = 10  # validation errors listed before "... and N more"
 
 class BoxFileError(ValueError):
     """A box table (predictions or reference) that cannot be scored; the message names file, row and column."""
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its bootstrap percentile CI; `n_valid` resamples where the figure was defined."""
-
-    point: float
-    low: float
-    high: float
-    n_valid: int = 0
-
-    def to_dict(self) -> dict[str, float | int | None]:
-        """JSON-ready dict (NaN becomes None)."""
-        return _json_dict(self)
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A paired difference (A minus B) with its bootstrap percentile CI and two-sided bootstrap P value."""
-
-    point: float
-    low: float
-    high: float
-    p_value: float
-    n_valid: int = 0
-
-    def to_dict(self) -> dict[str, float | int | None]:
-        """JSON-ready dict (NaN becomes None)."""
-        return _json_dict(self)
-
-
-def _json_dict(item: Interval | Difference) -> dict[str, float | int | None]:
-    # Strict JSON has no NaN: an undefined figure (no references of a class, say) is written as null.
-    out: dict[str, float | int | None] = {}
-    for key, value in asdict(item).items():
-        out[key] = value if isinstance(value, int) else (float(value) if np.isfinite(value) else None)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------- validation
@@ -600,76 +566,6 @@ def resample_weights(n_patients: int, resamples: int, seed: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=resamples * n_patients).reshape(resamples, n_patients).astype(float)
 
 
-def percentile_interval(point: float, draws: np.ndarray, level: float) -> Interval:
-    valid = draws[np.isfinite(draws)]
-    if valid.size == 0:
-        return Interval(float(point), np.nan, np.nan, 0)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(valid, [tail, 100 - tail])
-    return Interval(float(point), float(low), float(high), int(valid.size))
-
-
-def percentile_difference(point: float, diffs: np.ndarray, level: float) -> Difference:
-    valid = diffs[np.isfinite(diffs)]
-    if valid.size == 0:
-        return Difference(float(point), np.nan, np.nan, np.nan, 0)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(valid, [tail, 100 - tail])
-    # Two-sided: twice the smaller share of resampled differences on either side of zero, floored at 1/(B+1)
-    # because B resamples cannot show a smaller P.
-    p = min(1.0, 2 * min(np.mean(valid <= 0), np.mean(valid >= 0)))
-    return Difference(float(point), float(low), float(high), max(p, 1 / (valid.size + 1)), int(valid.size))
-
-
-def bootstrap(m: Matched, params: EvaluateParams) -> dict[str, Interval]:
-    """Every metric with a patient-bootstrap percentile CI (params: resamples, seed, CI level, operating point).
-
-    Resamples patients, not images (images of one patient are correlated); each resample reuses the matching.
-    """
-    conf, iou_index = params.operating_conf, params.iou_index
-    point = _score(m, np.ones(m.n_patients), conf, iou_index)
-    weights = resample_weights(m.n_patients, params.bootstrap_resamples, params.bootstrap_seed)
-    draws = score_resamples(m, weights, conf, iou_index)
-    return {k: percentile_interval(point[i], draws[:, i], params.ci_level) for i, k in enumerate(METRICS)}
-
-
-def _aligned(m_a: Matched, m_b: Matched) -> tuple[int, np.ndarray, np.ndarray]:
-    """Common patient list of two matchings of the same reference: (P, index of a's patients, index of b's)."""
-    union = np.union1d(m_a.patient_ids.astype(str), m_b.patient_ids.astype(str))
-    ia = np.searchsorted(union, m_a.patient_ids.astype(str))
-    ib = np.searchsorted(union, m_b.patient_ids.astype(str))
-    ref_a = np.zeros((union.size, NUM_CLASSES))
-    ref_b = np.zeros((union.size, NUM_CLASSES))
-    ref_a[ia], ref_b[ib] = m_a.patient_ref_counts, m_b.patient_ref_counts
-    if not np.array_equal(ref_a, ref_b):
-        raise ValueError("paired comparison needs both sources scored against the same reference boxes and patients")
-    return int(union.size), ia, ib
-
-
-def paired_difference(m_a: Matched, m_b: Matched, params: EvaluateParams, metric: str = "map50") -> Difference:
-    """A minus B on one metric, with a paired patient bootstrap (the same resample applied to both sources).
-
-    Args:
-        m_a: e.g. the model, matched against the reference.
-        m_b: e.g. the mid-level readers, matched against the same reference.
-        params: resamples, seed, CI level, operating point.
-        metric: a key of METRICS.
-    """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
-    k = METRICS.index(metric)
-    n, ia, ib = _aligned(m_a, m_b)
-    ones = np.ones(n)
-
-    def score(m: Matched, w: np.ndarray) -> np.ndarray:
-        return score_resamples(m, w, params.operating_conf, params.iou_index, ap50_only="50_95" not in metric)[:, k]
-
-    point = float(score(m_a, ones[None, ia])[0] - score(m_b, ones[None, ib])[0])
-    weights = resample_weights(n, params.bootstrap_resamples, params.bootstrap_seed)
-    diffs = score(m_a, weights[:, ia]) - score(m_b, weights[:, ib])
-    return percentile_difference(point, diffs, params.ci_level)
-
-
 # ---------------------------------------------------------------------------------------- matched operating points
 OPERATING_POINT_KEYS: tuple[str, ...] = (
     "reader_sensitivity",
@@ -694,9 +590,21 @@ def _lesion_curve(m: Matched, w: np.ndarray, iou_index: int) -> tuple[float, np.
     return n_ref, score, sens, cum_tp / cum_n  # groups of zero weight are dropped, so cum_n > 0
 
 
-def _operating_points(
+def same_reference(m_a: Matched, m_b: Matched) -> None:
+    """Raise unless two matchings were scored against the same reference boxes of the same patients."""
+    ids = np.union1d(m_a.patient_ids.astype(str), m_b.patient_ids.astype(str))
+    ref_a = np.zeros((ids.size, NUM_CLASSES))
+    ref_b = np.zeros((ids.size, NUM_CLASSES))
+    ref_a[np.searchsorted(ids, m_a.patient_ids.astype(str))] = m_a.patient_ref_counts
+    ref_b[np.searchsorted(ids, m_b.patient_ids.astype(str))] = m_b.patient_ref_counts
+    if not np.array_equal(ref_a, ref_b):
+        raise ValueError("paired comparison needs both sources scored against the same reference boxes and patients")
+
+
+def operating_points_for(
     model: Matched, reader: Matched, w_model: np.ndarray, w_reader: np.ndarray, conf: float, iou_index: int
 ) -> np.ndarray:
+    """OPERATING_POINT_KEYS values for one pair of patient weight vectors (each in its matching's patient order)."""
     n_ref, r_thr, r_sens, r_ppv = _lesion_curve(reader, w_reader, iou_index)
     k = int(np.searchsorted(-r_thr, -conf, side="right")) - 1  # the reader's boxes at or above conf: all, if 1.0
     # A reader who marks no compressed level has sensitivity 0 (if there are any) and no PPV.
@@ -731,106 +639,10 @@ def matched_operating_points(model: Matched, reader: Matched, conf: float = 0.25
     Returns:
         OPERATING_POINT_KEYS -> value, plus `reader_operating_points` (distinct reader scores: 1 for a reader).
     """
-    n, ia, ib = _aligned(model, reader)
-    ones = np.ones(n)
-    values = _operating_points(model, reader, ones[ia], ones[ib], conf, iou_index_of(iou))
+    same_reference(model, reader)
+    values = operating_points_for(
+        model, reader, np.ones(model.n_patients), np.ones(reader.n_patients), conf, iou_index_of(iou)
+    )
     out = {k: float(v) for k, v in zip(OPERATING_POINT_KEYS, values, strict=True)}
     out["reader_operating_points"] = float(np.unique(reader.pred_score).size)
     return out
-
-
-def bootstrap_operating_points(
-    model: Matched, reader: Matched, params: EvaluateParams
-) -> dict[str, Interval | Difference]:
-    """`matched_operating_points` with paired patient-bootstrap CIs; the two gains also get a P value.
-
-    Each resample re-finds the matched threshold (the reader's operating point moves with the resample too).
-    """
-    n, ia, ib = _aligned(model, reader)
-    conf, iou_index = params.operating_conf, params.iou_index
-    ones = np.ones(n)
-    point = _operating_points(model, reader, ones[ia], ones[ib], conf, iou_index)
-    weights = resample_weights(n, params.bootstrap_resamples, params.bootstrap_seed)
-    draws = np.array([_operating_points(model, reader, w[ia], w[ib], conf, iou_index) for w in weights])
-    draws = draws.reshape(len(weights), len(OPERATING_POINT_KEYS))
-    out: dict[str, Interval | Difference] = {}
-    for i, key in enumerate(OPERATING_POINT_KEYS):
-        gain = key.endswith("_gain_at_reader_sensitivity") or key.endswith("_gain_at_reader_ppv")
-        out[key] = (percentile_difference if gain else percentile_interval)(point[i], draws[:, i], params.ci_level)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------- subgroups
-SUBGROUP_COLUMNS: tuple[str, ...] = (
-    "subgroup",
-    "value",
-    "n_patients",
-    "n_images",
-    *(f"n_refs_{name}" for name in CLASS_NAMES),
-    "metric",
-    "point",
-    "low",
-    "high",
-    "n_valid",
-    "too_small",
-    "reason",
-)
-
-
-def subgroup_table(pred: pd.DataFrame, ref: pd.DataFrame, images: pd.DataFrame, params: EvaluateParams) -> pd.DataFrame:
-    """Every metric with its CI overall and per value of each subgroup column (site, manufacturer, ...).
-
-    Matches once, then scores each subgroup's slice of that matching with its own patient bootstrap. A row is
-    flagged `too_small` (its point estimate still shown) when the subgroup has fewer than `min_subgroup_patients`
-    patients or fewer than `min_subgroup_refs` references of a class the metric depends on.
-
-    Args:
-        pred: predicted boxes (see `match`).
-        ref: reference boxes.
-        images: one row per image: `image_id, patient_key` and the `params.subgroups` columns.
-        params: subgroups, thresholds and bootstrap settings.
-
-    Returns:
-        Long table, one row per (subgroup, value, metric), columns SUBGROUP_COLUMNS; subgroup "all" first.
-    """
-    needed = ["image_id", "patient_key", *params.subgroups]
-    missing = [c for c in needed if c not in images.columns]
-    if missing:
-        raise ValueError(f"images table lacks column(s) {', '.join(missing)} needed for subgroups")
-    table = images.assign(image_id=images["image_id"].astype(str)).drop_duplicates("image_id").set_index("image_id")
-    m = match(pred, ref, dict(zip(table.index, table["patient_key"].astype(str), strict=True)))
-    attrs = table.loc[m.image_ids]
-    slices: list[tuple[str, str, np.ndarray]] = [("all", "all", np.ones(m.n_images, dtype=bool))]
-    for col in params.subgroups:
-        values = attrs[col].astype(object).where(attrs[col].notna(), "unknown").astype(str).to_numpy()
-        slices += [(col, v, values == v) for v in sorted(set(values))]
-    rows: list[dict[str, Any]] = []
-    for col, value, mask in slices:
-        sub = m.subset(mask)
-        refs = sub.ref_counts.sum(0)
-        intervals = bootstrap(sub, params)
-        for metric in METRICS:
-            reasons = []
-            if sub.n_patients < params.min_subgroup_patients:
-                reasons.append(f"{sub.n_patients} patients < {params.min_subgroup_patients}")
-            for c in METRIC_CLASSES[metric]:
-                if refs[c] < params.min_subgroup_refs:
-                    reasons.append(f"{int(refs[c])} {CLASS_NAMES[c]} references < {params.min_subgroup_refs}")
-            iv = intervals[metric]
-            rows.append(
-                {
-                    "subgroup": col,
-                    "value": value,
-                    "n_patients": sub.n_patients,
-                    "n_images": sub.n_images,
-                    **{f"n_refs_{name}": int(refs[i]) for i, name in enumerate(CLASS_NAMES)},
-                    "metric": metric,
-                    "point": iv.point,
-                    "low": iv.low,
-                    "high": iv.high,
-                    "n_valid": iv.n_valid,
-                    "too_small": bool(reasons),
-                    "reason": "; ".join(reasons),
-                }
-            )
-    return pd.DataFrame(rows, columns=list(SUBGROUP_COLUMNS))

@@ -1,35 +1,38 @@
 """The study's evaluation on one test set: the model and each reader group against the expert reference.
 
-Reader groups (mid-level, junior) are scored reader by reader exactly as the model is; a group's figure is the mean
-over its readers, and its CI (and the model-minus-group difference) comes from the same patient resamples applied to
-every source at once, so the comparison is paired.
+Every figure comes from `uncertainty.py`'s shared parts, on one `PatientResampling` per test set:
+- each source (the model, each reader) is scored once on the sample, every bootstrap resample and every
+  leave-one-patient-out sample (`SourceDraws`), and its CIs come from those;
+- a reader group's figure is the mean over its readers, resample by resample;
+- model minus group (mAP50, the study's figure) is paired: the same resample applied to every source. Readers are
+  fixed and patients random: the CI and P value are about these readers;
+- the multi-reader multi-case analysis (Obuchowski-Rockette, Hillis ddf) of the same difference treats readers as a
+  sample too: its CI and P value are about readers like these (mid-level physicians), not these readers;
+- the like-for-like comparison, at each reader's own lesion-level operating point (the model's PPV at the reader's
+  sensitivity, its sensitivity at the reader's PPV), per reader and as the group mean, with paired CIs and P values.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipelines.evaluate.intervals import Difference, Interval
+from pipelines.evaluate.mrmc import MRMCResult
 from pipelines.evaluate.params import EvaluateParams
-from pipelines.evaluate.scoring import (
-    METRICS,
-    READER_METRICS_NOTE,
-    Difference,
-    Interval,
-    Matched,
-    iou_index_of,
-    match,
-    matched_operating_points,
-    percentile_difference,
-    percentile_interval,
-    resample_weights,
-    score_resamples,
+from pipelines.evaluate.scoring import READER_METRICS_NOTE, Matched, match, same_reference
+from pipelines.evaluate.uncertainty import (
+    PatientResampling,
+    SourceDraws,
+    mrmc_model_vs_group,
+    operating_point_draws,
+    operating_point_figures,
     subgroup_table,
 )
+from pipelines.labels import reference_boxes
 
 # Du et al. 2026 (Spine 51(9):610-621), for the side-by-side table.
 STUDY = {
@@ -39,6 +42,29 @@ STUDY = {
     "p_value": "<0.05",
 }
 READER_GROUPS: tuple[str, ...] = ("mid", "junior")
+HEADLINE_METRIC = "map50"  # the study's figure: model minus readers and the MRMC analysis are about it
+
+# What each comparison answers, written next to it in metrics.json and the report.
+COMPARISON_NOTES = {
+    "model_minus_group": (
+        "Paired patient bootstrap with the readers fixed: how much better the model is than THESE readers, on "
+        "patients like these."
+    ),
+    "mrmc": (
+        "Obuchowski-Rockette with jackknife covariances over patients and Hillis's degrees of freedom, readers and "
+        "patients both random: how much better the model is than readers LIKE these (the reader group sampled), on "
+        "patients like these. Wider than the fixed-reader CI with few readers."
+    ),
+    "operating_points": (
+        "Lesion-level (compression, IoU at evaluate.iou_threshold) sensitivity and PPV at each reader's own operating "
+        "point, read off the model's curve; gains are model minus reader; the group row averages its readers' "
+        "figures resample by resample."
+    ),
+}
+
+
+def _jsonable(item: Interval | Difference) -> dict[str, Any]:
+    return item.to_dict()
 
 
 @dataclass
@@ -48,59 +74,45 @@ class SetEvaluation:
     name: str
     n_patients: int
     n_images: int
+    ci_method: str
     model: dict[str, Interval]
     groups: dict[str, dict[str, Interval]] = field(default_factory=dict)
     readers: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    reader_levels: dict[str, str] = field(default_factory=dict)
     model_minus_group: dict[str, Difference] = field(default_factory=dict)
-    operating_points: dict[str, dict[str, float]] = field(default_factory=dict)
+    mrmc: dict[str, MRMCResult | str] = field(default_factory=dict)  # a str says why it was not computed
+    # reader id or "group:<level>" -> OPERATING_POINT_KEYS -> Interval (gains: Difference)
+    operating_points: dict[str, dict[str, Interval | Difference]] = field(default_factory=dict)
     subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
     matched: dict[str, Matched] = field(default_factory=dict)  # the one-time matchings, for curves
 
     def to_json(self) -> dict[str, Any]:
+        """metrics.json content of this set: every leaf figure is a dict with `point` (and low/high/p_value)."""
         return {
             "n_patients": self.n_patients,
             "n_images": self.n_images,
-            "model": {k: v.to_dict() for k, v in self.model.items()},
-            "reader_groups": {g: {k: v.to_dict() for k, v in m.items()} for g, m in self.groups.items()},
-            "readers": {r: {k: v.to_dict() for k, v in m.items()} for r, m in self.readers.items()},
-            "model_minus_group": {g: d.to_dict() for g, d in self.model_minus_group.items()},
-            "matched_operating_points": self.operating_points,
-            "reader_note": READER_METRICS_NOTE,
+            "ci_method": self.ci_method,
+            "model": {k: _jsonable(v) for k, v in self.model.items()},
+            "reader_groups": {g: {k: _jsonable(v) for k, v in m.items()} for g, m in self.groups.items()},
+            "readers": {r: {k: _jsonable(v) for k, v in m.items()} for r, m in self.readers.items()},
+            "reader_levels": self.reader_levels,
+            "model_minus_group": {g: _jsonable(d) for g, d in self.model_minus_group.items()},
+            "mrmc": {g: _mrmc_json(r) for g, r in self.mrmc.items()},
+            "operating_point_comparison": {
+                src: {k: _jsonable(v) for k, v in figs.items()} for src, figs in self.operating_points.items()
+            },
+            "notes": {"reader_map50": READER_METRICS_NOTE, **COMPARISON_NOTES},
             "subgroups": self.subgroups.replace({np.nan: None}).to_dict("records"),
         }
 
 
-def _draws(m: Matched, weights: np.ndarray, conf: float, iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """(point, (B, metrics) resampled values) of one source: computed once, reused for reader and group CIs."""
-    iou_index = iou_index_of(iou)
-    point = score_resamples(m, np.ones((1, m.n_patients)), conf, iou_index)[0]
-    return point, score_resamples(m, weights, conf, iou_index)
-
-
-def _nanmean(values: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():  # a figure undefined for every reader stays NaN, silently
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(values, axis=0)
-
-
-def _reader_group(
-    model_map50: tuple[float, np.ndarray], readers: dict[str, Matched], weights: np.ndarray, params: EvaluateParams
-) -> tuple[dict[str, dict[str, Interval]], dict[str, Interval], Difference]:
-    """Each reader's CIs, the group mean's CIs and model minus group mean (mAP50), all on the same resamples."""
-    conf, iou, level = params.operating_conf, params.iou_threshold, params.ci_level
-    per_reader, points, draws = {}, [], []
-    for reader, m in readers.items():
-        point, resampled = _draws(m, weights, conf, iou)
-        per_reader[reader] = {
-            k: percentile_interval(float(point[j]), resampled[:, j], level) for j, k in enumerate(METRICS)
-        }
-        points.append(point)
-        draws.append(resampled)
-    group_point, group_draws = _nanmean(np.array(points)), _nanmean(np.array(draws))
-    group = {k: percentile_interval(float(group_point[j]), group_draws[:, j], level) for j, k in enumerate(METRICS)}
-    k = METRICS.index("map50")
-    diff = percentile_difference(model_map50[0] - float(group_point[k]), model_map50[1] - group_draws[:, k], level)
-    return per_reader, group, diff
+def _mrmc_json(result: MRMCResult | str) -> dict[str, Any]:
+    """The MRMC result as a leaf figure (`point` is the difference), beside its test statistic and df; or why not."""
+    if isinstance(result, str):
+        return {"point": None, "not_computed": result}
+    out = result.to_dict()
+    out["point"] = out.pop("difference")
+    return out
 
 
 def evaluate_set(
@@ -121,8 +133,8 @@ def evaluate_set(
         params: the evaluate section.
         reference_level: whose reads are the reference standard.
     """
-    from pipelines.train.yolo_data import reference_boxes
 
+    conf, iou_index, level, method = params.operating_conf, params.iou_index, params.ci_level, params.ci_method
     ids = set(images["image_id"])
     ann = annotations[annotations["image_id"].isin(ids)]
     ref = reference_boxes(ann, reference_level)
@@ -130,34 +142,39 @@ def evaluate_set(
     patient_of = dict(zip(images["image_id"], images["patient_key"], strict=True))
     pred = model_boxes[model_boxes["image_id"].isin(ids)].reset_index(drop=True)
     model_m = match(pred, ref, patient_of)
-    # One set of patient resamples for every source, so reader groups and the model-minus-group difference pair up.
-    weights = resample_weights(model_m.n_patients, params.bootstrap_resamples, params.bootstrap_seed)
-    model_point, model_draws = _draws(model_m, weights, params.operating_conf, params.iou_threshold)
-    model_ci = {
-        key: percentile_interval(float(model_point[j]), model_draws[:, j], params.ci_level)
-        for j, key in enumerate(METRICS)
-    }
-    result = SetEvaluation(name, images["patient_key"].nunique(), len(images), model_ci)
+    # Every patient of the set, whether or not it holds a box: one set of resamples for every source.
+    resampling = PatientResampling.for_patients(
+        images["patient_key"].astype(str).unique(), params.bootstrap_resamples, params.bootstrap_seed
+    )
+    model_draws = resampling.score(model_m, conf, iou_index)
+    result = SetEvaluation(
+        name, images["patient_key"].nunique(), len(images), method, model_draws.intervals(level, method)
+    )
     result.matched["model"] = model_m
-    k = METRICS.index("map50")
-    model_map50 = (float(model_point[k]), model_draws[:, k])
     for group in READER_GROUPS:
         reader_ids = sorted(ann.loc[ann["reader_level"] == group, "reader_id"].unique())
         if not reader_ids:
             continue
-        matched: dict[str, Matched] = {}
+        reader_draws: list[SourceDraws] = []
+        point_draws: list[SourceDraws] = []
         for reader in reader_ids:
             boxes = ann.loc[ann["reader_id"] == reader, ["image_id", "label", "x_min", "y_min", "x_max", "y_max"]]
             m = match(boxes.reset_index(drop=True), ref, patient_of)  # no score column: a reader, every box 1.0
-            if not np.array_equal(m.patient_ids, model_m.patient_ids):
-                raise ValueError("readers and model must be scored on the same patients")
-            matched[reader] = result.matched[reader] = m
-            result.operating_points[reader] = matched_operating_points(
-                model_m, m, params.operating_conf, params.iou_threshold
-            )
-        per_reader, result.groups[group], result.model_minus_group[group] = _reader_group(
-            model_map50, matched, weights, params
+            same_reference(model_m, m)
+            result.matched[reader] = m
+            result.reader_levels[reader] = group
+            draws = resampling.score(m, conf, iou_index)
+            reader_draws.append(draws)
+            result.readers[reader] = draws.intervals(level, method)
+            points = operating_point_draws(model_m, m, resampling, conf, iou_index)
+            point_draws.append(points)
+            result.operating_points[reader] = operating_point_figures(points, level, method)
+        group_draws = SourceDraws.mean(reader_draws)
+        result.groups[group] = group_draws.intervals(level, method)
+        result.model_minus_group[group] = model_draws.minus(group_draws).difference(HEADLINE_METRIC, level, method)
+        result.mrmc[group] = mrmc_model_vs_group(model_draws, reader_draws, HEADLINE_METRIC, level)
+        result.operating_points[f"group:{group}"] = operating_point_figures(
+            SourceDraws.mean(point_draws), level, method
         )
-        result.readers.update(per_reader)
     result.subgroups = subgroup_table(pred, ref, images, params)
     return result

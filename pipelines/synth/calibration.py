@@ -1,11 +1,10 @@
-"""Score simulated (or real) physician reads against the expert reference with ultralytics' own AP code.
+"""Score simulated (or real) physician reads against the expert reference, with the evaluation's own scoring.
 
-Readers give no confidence, so every box scores 1.0. Matching is COCO-style greedy per image and class, by IoU
-(highest first, each reference box used once, IoU >= 0.5) using `ultralytics.utils.metrics.box_iou`; AP comes
-from `ultralytics.utils.metrics.ap_per_class`, and mAP50 is the mean over the classes present in the
-reference. With all scores tied, the precision-recall curve follows input order (numpy's argsort keeps it for
-equal keys), so rows are sorted by (image UID, label, box) first: the figure no longer depends on CSV order,
-and since UIDs are hashes true and false positives interleave as they would in an arbitrary reading order.
+Readers give no confidence, so every box scores 1.0 and a reader is one operating point. Matching and AP are
+`pipelines.evaluate.scoring`'s `match` and `metrics`, the code `cordwatch evaluate` and `cordwatch score` use, so
+the figures calibrated here are the figures the evaluation reports for the same reads. A reader's mAP50 is the
+convention stated in `READER_METRICS_NOTE` (ultralytics' interpolation from recall 0, precision 1: about
+r(1+p)/2 per class); tied scores form one curve point, so it does not depend on row order.
 
 Re-run the paper-profile calibration (no pixels rendered, about a minute):
     python -m pipelines.synth.calibration --profile paper [--params params.yaml]
@@ -17,75 +16,39 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from pipelines.contracts import CLASS_NAMES
+from pipelines.evaluate.scoring import match, metrics
 from pipelines.synth.params import SynthParams, load_synth_params
 from pipelines.synth.readers import ANNOTATION_HEADER
 
-IOU_THRESHOLD = 0.5
 _BOX = ["x_min", "y_min", "x_max", "y_max"]
 
 
-def _match(pred: pd.DataFrame, ref: pd.DataFrame) -> np.ndarray:
-    """True-positive flags (n_pred,) from greedy IoU matching per image and class."""
-    import torch
-    from ultralytics.utils.metrics import box_iou
-
-    tp = np.zeros(len(pred), dtype=bool)
-    ref_groups = {key: grp for key, grp in ref.groupby(["sop_instance_uid", "label"], sort=False)}
-    pos = {idx: i for i, idx in enumerate(pred.index)}
-    for key, grp in pred.groupby(["sop_instance_uid", "label"], sort=False):
-        gt = ref_groups.get(key)
-        if gt is None:
-            continue
-        iou = box_iou(
-            torch.as_tensor(grp[_BOX].to_numpy(np.float64)), torch.as_tensor(gt[_BOX].to_numpy(np.float64))
-        ).numpy()
-        cand = np.argwhere(iou >= IOU_THRESHOLD)
-        if not len(cand):
-            continue
-        order = np.argsort(-iou[cand[:, 0], cand[:, 1]], kind="stable")
-        used_p: set[int] = set()
-        used_g: set[int] = set()
-        for p_i, g_i in cand[order]:
-            if p_i in used_p or g_i in used_g:
-                continue
-            used_p.add(int(p_i))
-            used_g.add(int(g_i))
-            tp[pos[grp.index[p_i]]] = True
-    return tp
+def _as_box_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """annotations.csv rows -> the scoring's box table (image_id is the SOP instance UID)."""
+    return rows.rename(columns={"sop_instance_uid": "image_id"})[["image_id", "label", *_BOX]]
 
 
 def reader_ap50(pred_df: pd.DataFrame, ref_df: pd.DataFrame) -> dict[str, float]:
     """AP at IoU 0.5 per class and their mean (`map50`) of one reader's boxes against the reference boxes.
 
     Args:
-        pred_df: the reader's rows (columns sop_instance_uid, label, x_min, y_min, x_max, y_max); all score
-        1.0.
+        pred_df: the reader's rows (columns sop_instance_uid, label, x_min, y_min, x_max, y_max); all score 1.0.
         ref_df: the reference rows (same columns). Only images present in `ref_df` are scored.
 
     Returns:
-        {"normal": ap, "compression": ap, "map50": mean over classes present in the reference}.
+        {"normal": ap, "compression": ap, "map50": mean over the classes present in the reference}; a class
+        without references is NaN.
     """
-    from ultralytics.utils.metrics import ap_per_class
-
-    ref = ref_df[ref_df["label"].isin(CLASS_NAMES)]
+    ref = ref_df[ref_df["label"].isin(("normal", "compression"))]
     pred = pred_df[pred_df["sop_instance_uid"].isin(set(ref["sop_instance_uid"]))]
-    pred = pred.sort_values(["sop_instance_uid", "label", *_BOX], kind="stable").reset_index(drop=True)
-    cls_id = {c: i for i, c in enumerate(CLASS_NAMES)}
-    tp = _match(pred, ref)
-    out = ap_per_class(
-        tp[:, None],
-        np.ones(len(pred)),
-        pred["label"].map(cls_id).to_numpy(),
-        ref["label"].map(cls_id).to_numpy(),
-    )
-    ap, classes = out[5][:, 0], out[6]
-    res = {CLASS_NAMES[int(c)]: float(a) for c, a in zip(classes, ap, strict=True)}
-    res["map50"] = float(ap.mean()) if len(ap) else 0.0
-    return res
+    figures = metrics(match(_as_box_table(pred), _as_box_table(ref)))
+    return {
+        "normal": figures["ap50_normal"],
+        "compression": figures["ap50_compression"],
+        "map50": figures["map50"],
+    }
 
 
 def reader_map50(pred_df: pd.DataFrame, ref_df: pd.DataFrame) -> float:
@@ -106,8 +69,8 @@ def score_readers(annotations: pd.DataFrame) -> pd.DataFrame:
                 "reader_id": reader_id,
                 "reader_level": level,
                 "map50": s["map50"],
-                "ap50_normal": s.get("normal", 0.0),
-                "ap50_compression": s.get("compression", 0.0),
+                "ap50_normal": s["normal"],
+                "ap50_compression": s["compression"],
             }
         )
     return pd.DataFrame(rows)

@@ -447,7 +447,7 @@ def test_subgroup_table_flags_small_groups():
     images["site"] = np.where(number < 20, "dev", "ext")  # ext: 4 patients
     images["manufacturer"] = "SIEMENS"
     images["field_strength"] = np.where(number % 2 == 0, 1.5, 3.0)
-    params = EvaluateParams(bootstrap_resamples=50, min_subgroup_patients=10, min_subgroup_refs=10)
+    params = EvaluateParams(bootstrap_resamples=50, min_subgroup_patients=10, min_subgroup_class_patients=3)
     table = subgroup_table(pred, ref, images, params)
     assert table.iloc[0]["subgroup"] == "all"
     assert set(table["subgroup"]) == {"all", "site", "manufacturer", "field_strength"}
@@ -458,10 +458,14 @@ def test_subgroup_table_flags_small_groups():
     everyone = table[table["subgroup"] == "all"].set_index("metric")
     assert not everyone.loc["map50", "too_small"]
     assert everyone.loc["map50", "point"] == pytest.approx(metrics(match(pred, ref, patient_of))["map50"])
-    strict = subgroup_table(pred, ref, images, params.model_copy(update={"min_subgroup_refs": 10_000}))
+    strict = subgroup_table(pred, ref, images, params.model_copy(update={"min_subgroup_class_patients": 10_000}))
     lesion = strict[(strict["subgroup"] == "all") & (strict["metric"] == "sensitivity")].iloc[0]
-    assert lesion["too_small"] and "compression references" in lesion["reason"]
-    assert "normal references" not in lesion["reason"]
+    assert lesion["too_small"] and "patients with compression" in lesion["reason"]
+    assert "patients with normal" not in lesion["reason"]
+    # The flag counts patients holding a compression reference, not boxes.
+    everyone_all = table[table["subgroup"] == "all"].iloc[0]
+    with_compression = {patient_of[i] for i in ref.loc[ref["label"] == "compression", "image_id"]}
+    assert everyone_all["n_patients_compression"] == len(with_compression)
 
 
 # ------------------------------------------------------------------------------------------------ score_files
@@ -510,7 +514,7 @@ def test_score_files_reader_without_score(tmp_path):
         EvaluateParams(bootstrap_resamples=50),
     )
     assert result.reader and np.isfinite(result.intervals["map50"].point)
-    assert "one operating point" in result.table() and "depends on how AP interpolates" in result.table()
+    assert "one operating point" in result.table() and "r(1+p)/2" in result.table()
 
 
 def test_score_files_keeps_ids_as_text(tmp_path):

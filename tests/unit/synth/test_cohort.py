@@ -22,7 +22,7 @@ from pipelines.synth.cohort import annotate, iter_plans, plan_patient, slice_cou
 from pipelines.synth.params import LEVEL_NAMES, load_synth_params
 from pipelines.synth.render import SliceGeometry, level_boxes, render_sagittal, tissue_signal
 
-PARAMS_YAML = Path(__file__).resolve().parents[2] / "params.yaml"
+PARAMS_YAML = Path(__file__).resolve().parents[3] / "params.yaml"
 ANNOTATION_COLUMNS = [
     "sop_instance_uid",
     "reader_id",
