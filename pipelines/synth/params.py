@@ -146,8 +146,8 @@ def _default_readers() -> list[ReaderParams]:
             ReaderParams(
                 reader_id=f"mid_{k}",
                 level="mid",
-                box_jitter=0.09,
-                miss_rate={"mild": 0.20, "moderate": 0.04, "severe": 0.0},
+                box_jitter=0.10,
+                miss_rate={"mild": 0.25, "moderate": 0.04, "severe": 0.0},
                 false_positive_rate=0.012,
                 omit_rate=0.003,
             )
@@ -157,8 +157,8 @@ def _default_readers() -> list[ReaderParams]:
             ReaderParams(
                 reader_id=f"junior_{k}",
                 level="junior",
-                box_jitter=0.10,
-                miss_rate={"mild": 0.27, "moderate": 0.06, "severe": 0.01},
+                box_jitter=0.11,
+                miss_rate={"mild": 0.33, "moderate": 0.06, "severe": 0.01},
                 false_positive_rate=0.018,
                 omit_rate=0.005,
             )
