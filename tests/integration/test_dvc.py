@@ -1,5 +1,6 @@
 """`dvc repro` on the ci profile in a temporary copy of the repo: stages run, a parameter change re-runs only what
-depends on it, params/metrics diffs tell a reviewer what moved, and push/pull round-trips through the local remote."""
+depends on it, an edited shared module or a moved input folder invalidates exactly the stages that use it,
+params/metrics diffs tell a reviewer what moved, and push/pull round-trips through the local remote."""
 
 from __future__ import annotations
 
@@ -71,6 +72,35 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _changed_stages(repo: Path) -> set[str]:
+    """Stages `dvc status` reports as changed (their own deps or params moved; not yet their downstream)."""
+    out = _sh(repo, "dvc", "status")
+    return {m.group(1) for m in re.finditer(r"^(\w+):$", out, re.M)}
+
+
+def _check_shared_code_and_input_folder(repo: Path) -> None:
+    """Editing a shared module invalidates the stages that import it, and only those; ingest follows its input."""
+    stages = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
+    for module, users in {
+        "pipelines/labels.py": {"ingest", "train", "evaluate"},  # label lines and the reference boxes
+        "pipelines/contracts.py": stages,  # every stage's names
+    }.items():
+        original = (repo / module).read_text()
+        (repo / module).write_text(original + "\n# an edit\n")
+        assert _changed_stages(repo) == users, module
+        (repo / module).write_text(original)
+    assert _changed_stages(repo) == set()
+
+    # Ingest depends on the folder it really reads (ingest.input_dir), not on data/synth.
+    shutil.copytree(repo / "data" / "synth" / "dicom", repo / "export" / "dicom")
+    _set_param(repo, "ingest", "input_dir", "export/dicom")
+    assert _changed_stages(repo) == {"ingest"}
+    assert "export/dicom" in _sh(repo, "dvc", "status", "ingest")
+    _set_param(repo, "ingest", "input_dir", "data/synth/dicom")
+    shutil.rmtree(repo / "export")
+    assert _changed_stages(repo) == set()
+
+
 def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> None:
     repo = _copy_repo(tmp_path / "repo")
     _set_param(repo, "", "profile", "ci")
@@ -111,6 +141,7 @@ def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> Non
     # Nothing changed: nothing runs.
     out = _sh(repo, "dvc", "repro")
     assert "Running stage" not in out
+    _check_shared_code_and_input_folder(repo)
 
     # push to the default local remote, lose data and cache, pull them back byte for byte
     _sh(repo, "dvc", "push")
