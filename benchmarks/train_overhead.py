@@ -43,13 +43,14 @@ import sys, time, pandas as pd
 from pathlib import Path
 from pipelines import runtime
 from pipelines.config import load_params
-from pipelines.train.yolo_data import build_view, reference_boxes
+from pipelines.labels import reference_boxes
+from pipelines.train.yolo_data import build_view
 p = load_params(Path(sys.argv[1]))
 runtime.configure_ultralytics(p.paths.state_dir)
 from ultralytics import YOLO
 prof = p.train.profile(p.profile)
 images = pd.read_parquet(p.paths.ingested_dir / "images.parquet")
-ref = reference_boxes(pd.read_parquet(p.paths.ingested_dir / "annotations.parquet"), "expert")
+ref = reference_boxes(pd.read_parquet(p.paths.ingested_dir / "annotations.parquet"), p.readers.reference_level)
 splits = pd.read_parquet(p.paths.splits_file)
 cv = splits[splits.split == "cv"]
 start = time.perf_counter()
@@ -85,7 +86,7 @@ def main() -> None:
             subprocess.run([cli, stage, "--params", str(params)], check=True, cwd=REPO, env=env, capture_output=True)
         bare_total = _timed([sys.executable, "-c", BARE, str(params)], env)
         cw_total = _timed([cli, "train", "--params", str(params)], env)
-        summary = json.loads((root / "reports" / "train" / "summary.json").read_text())
+        summary = json.loads(PathsParams.under(root).summary_file("train").read_text())
         print(f"SYNTHETIC demo cohort, {args.folds} folds x {args.epochs} epochs, imgsz {args.imgsz}, CPU")
         print(f"bare ultralytics (views + YOLO.train, 1 process):      {bare_total:7.1f} s")
         print(f"cordwatch train (Prefect flow, MLflow runs, callbacks): {cw_total:7.1f} s")

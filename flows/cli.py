@@ -59,7 +59,7 @@ def synth(
     params = _setup(params_file, profile)
     from flows.synth_flow import synth_flow
 
-    summary = synth_flow(params, out or params.paths.synth_dir)
+    summary = synth_flow(params, out)
     typer.echo(summary.line())
 
 
@@ -101,9 +101,10 @@ def split(
     """Split patients: k stratified folds + internal test from development sites; external sites held out whole."""
     params = _setup(params_file, profile)
     from flows.split_flow import split_flow
+    from pipelines.contracts import IMAGES_TABLE
     from pipelines.split import SplitError
 
-    _require(params.paths.ingested_dir / "images.parquet", "no ingested dataset; run `cordwatch ingest` first")
+    _require(params.paths.ingested_dir / IMAGES_TABLE, "no ingested dataset; run `cordwatch ingest` first")
     try:
         summary = split_flow(params)
     except SplitError as exc:
@@ -121,9 +122,10 @@ def validate(
     """Check the data contracts (great-expectations) on images, annotations and splits; exit 1 if any fails."""
     params = _setup(params_file, profile)
     from flows.validate_flow import validate_flow
+    from pipelines.contracts import IMAGES_TABLE
     from pipelines.validate import DataContractError
 
-    _require(params.paths.ingested_dir / "images.parquet", "no ingested dataset; run `cordwatch ingest` first")
+    _require(params.paths.ingested_dir / IMAGES_TABLE, "no ingested dataset; run `cordwatch ingest` first")
     try:
         report = validate_flow(params)
     except DataContractError as exc:
@@ -143,8 +145,7 @@ def train(
 
     _require(params.paths.splits_file, "run `cordwatch split` first")
     _require(
-        params.paths.reports_dir / "validation" / "summary.json",
-        "run `cordwatch validate` first: no model trains on unchecked data",
+        params.paths.summary_file("validation"), "run `cordwatch validate` first: no model trains on unchecked data"
     )
     summary = train_flow(params)
     typer.echo(summary.line())
@@ -159,9 +160,9 @@ def evaluate(
     params = _setup(params_file, profile)
     from flows.evaluate_flow import evaluate_flow
 
-    _require(params.paths.models_dir / "final.pt", "no final model; run `cordwatch train` first")
+    _require(params.paths.final_weights, "no final model; run `cordwatch train` first")
     evaluate_flow(params)
-    report = params.paths.reports_dir / "evaluation" / "report.md"
+    report = params.paths.evaluation_report
     text = report.read_text(encoding="utf-8")
     typer.echo(text[: text.index("## internal") if "## internal" in text else len(text)].rstrip())
     typer.echo(f"\nfull report: {report}")

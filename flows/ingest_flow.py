@@ -6,11 +6,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from tqdm import tqdm
 
 from pipelines.config import Params
 from pipelines.ingest import IngestSummary, run_ingest
-from pipelines.io import write_json
+from pipelines.progress import ProgressReporter
 
 
 def _retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
@@ -26,27 +25,21 @@ def _retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hoo
 
 @task(name="ingest-dataset", cache_policy=NO_CACHE, retry_condition_fn=_retry_on_io)
 def ingest_task(params: Params, input_dir: Path, output_dir: Path, annotations_csv: Path | None) -> IngestSummary:
-    """Run ingestion with a progress bar. A retry resumes from the journal, so it only redoes unfinished files."""
-    with tqdm(total=0, unit="file", desc="ingest", disable=None) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-        return run_ingest(params, input_dir, output_dir, annotations_csv, progress=progress)
+    """Run ingestion with progress: files per second and time left (a bar on a terminal, log lines otherwise). A
+    retry resumes from the journal, so it only redoes unfinished files."""
+    with ProgressReporter(get_run_logger().info) as reporter:
+        return run_ingest(params, input_dir, output_dir, annotations_csv, progress=reporter.counter("ingest", "file"))
 
 
 @flow(name="cordwatch-ingest", log_prints=False)
 def ingest_flow(
     params: Params, input_dir: Path, output_dir: Path, annotations_csv: Path | None = None
 ) -> IngestSummary:
-    """Ingest a DICOM tree (and optional reader annotations) into the de-identified dataset."""
-    logger = get_run_logger()
+    """Ingest a DICOM tree (and optional reader annotations) into the de-identified dataset; its counts go to
+    `reports/ingest/summary.json`."""
     configured = ingest_task.with_options(
         retries=params.ingest.retries, retry_delay_seconds=params.ingest.retry_delay_s
     )
     summary = configured(params, input_dir, output_dir, annotations_csv)
-    write_json(params.paths.reports_dir / "ingest" / "summary.json", summary.counts())
-    logger.info(summary.line())
+    get_run_logger().info(summary.line())
     return summary

@@ -1,5 +1,5 @@
 """Prefect flow: run the great-expectations data contracts; a failed expectation fails the flow (and so `dvc repro`),
-so no model is ever trained on data that breaks its contract."""
+so no model is ever trained on data that breaks its contract. Thin: one task around `run_validate`."""
 
 from __future__ import annotations
 
@@ -7,20 +7,14 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines.config import Params
-from pipelines.validate import ValidationReport, validate_dataset
+from pipelines.validate import ValidationReport
+from pipelines.validate.run import run_validate
 
 
 @task(name="validate-contracts", cache_policy=NO_CACHE)
 def validate_task(params: Params) -> ValidationReport:
     """Validate images, annotations and (when present) splits; write Data Docs under reports/validation/."""
-    splits = params.paths.splits_file if params.paths.splits_file.is_file() else None
-    return validate_dataset(
-        params.validation,
-        params.paths.ingested_dir,
-        splits,
-        params.paths.reports_dir,
-        external_sites=params.split.external_sites,
-    )
+    return run_validate(params)
 
 
 @flow(name="cordwatch-validate")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -20,11 +20,12 @@ def predict_boxes(
     conf: float = 0.001,
     batch: int = 16,
     source: str = "model",
+    progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Run the detector on images (named `<image_id>.png`); boxes come back in original-image pixels.
 
     `conf` is kept low so AP integrates the whole precision-recall curve (as ultralytics' own validation does);
-    operating points are applied later by the scorer.
+    operating points are applied later by the scorer. `progress(done, total)` is called after each batch.
     """
     from ultralytics import YOLO
 
@@ -51,4 +52,6 @@ def predict_boxes(
                         "score": score,
                     }
                 )
+        if progress is not None:
+            progress(min(start + batch, len(image_paths)), len(image_paths))
     return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))

@@ -1,7 +1,10 @@
-"""K-fold YOLO11 training through ultralytics, resumable per fold, with tracking as a plug-in callback.
+"""K-fold YOLO11 training through ultralytics, resumable per fold, with tracking and progress as plug-ins.
 
-We never rewrite the YOLO trainer: overrides go to `YOLO.train`, per-epoch figures leave through ultralytics'
-`on_fit_epoch_end` callback to whatever `EpochLogger` the caller plugs in (MLflow in the flow, nothing in tests).
+We never rewrite the YOLO trainer: overrides go to `YOLO.train`, and per-epoch figures leave through ultralytics'
+`on_fit_epoch_end` callback. `train_cross_validated` announces its events (start, fold start, epoch end, fold end,
+end, failure) to `TrainHooks` the caller plugs in, as MONAI's engines do for their handlers: MLflow tracking in
+the flow (`flows/tracking.py`), a progress bar in `run_train`, nothing in tests. Folds trained in worker processes
+send their events back through a queue, so hooks see every epoch live, in the parent process.
 """
 
 from __future__ import annotations
@@ -10,19 +13,22 @@ import json
 import math
 import multiprocessing
 import os
+import queue
 import shutil
 import statistics
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pipelines.contracts import CLASS_NAMES
+from pipelines.contracts import CLASS_NAMES, CV
+from pipelines.labels import reference_boxes
 from pipelines.train.params import TrainParams, TrainProfile
-from pipelines.train.yolo_data import build_view, reference_boxes
+from pipelines.train.yolo_data import build_view
 
 # The study's 5-fold cross-validation range of mAP50, for the side-by-side in the summary.
 STUDY_CV_MAP50 = (0.917, 0.970)
@@ -48,12 +54,13 @@ class FoldResult:
 
 @dataclass
 class TrainSummary:
-    """All folds, their spread, and the final model."""
+    """All folds, their spread, and the final model (copied to `weights`)."""
 
     folds: list[FoldResult]
     final: FoldResult
     final_source: str
     cv: dict[str, float] = field(default_factory=dict)
+    weights: Path | None = None
 
     def report(self) -> dict[str, Any]:
         """The content of `reports/train/summary.json` (DVC metrics): CV spread, per-fold figures (finite values
@@ -66,8 +73,86 @@ class TrainSummary:
         return (
             f"train: {len(self.folds)} folds, CV mAP50 mean {c['map50_mean']:.3f} (SD {c['map50_sd']:.3f}, range "
             f"{c['map50_min']:.3f}-{c['map50_max']:.3f}; study 0.917-0.970); final model: {self.final_source} "
-            f"-> {self.final.weights}"
+            f"-> {self.weights or self.final.weights}"
         )
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What a training run is about to do, announced to hooks before the first fold.
+
+    Attributes:
+        models: names of the models it trains, in order (folds, then `final_all_development` if trained).
+        epochs: epochs per model (early stopping may end a model sooner).
+        parallel: models trained at once (worker processes when > 1).
+        images: development images.
+        synthetic: the images are the synthetic cohort's.
+    """
+
+    models: tuple[str, ...]
+    epochs: int
+    parallel: int
+    images: int
+    synthetic: bool
+
+
+class TrainHooks:
+    """Events of `train_cross_validated`, for plug-ins (tracking, progress). Every method here does nothing.
+
+    Events arrive in the parent process, in this order: `on_train_start`; per model `on_fold_start`, its
+    `on_epoch_end`s (only epochs trained in this call: a resumed model starts after its checkpoint, a reused one
+    has none) and `on_fold_end`; then `on_train_end`, or `on_train_failed` if anything raised. With parallel folds
+    the events of different models interleave.
+    """
+
+    def on_train_start(self, plan: TrainPlan) -> None:
+        """Before the first model."""
+
+    def on_fold_start(self, name: str) -> None:
+        """A model (fold or final) begins, resumes or is reused."""
+
+    def on_epoch_end(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
+        """A model finished epoch `epoch` (1-based); `metrics` are losses and validation figures."""
+
+    def on_fold_end(self, result: FoldResult) -> None:
+        """A model is trained (or was reused)."""
+
+    def on_train_end(self, summary: TrainSummary) -> None:
+        """Every model is trained and the final weights are in place."""
+
+    def on_train_failed(self, error: BaseException) -> None:
+        """Training raised `error` (it is re-raised after the hooks ran)."""
+
+
+class _Dispatch(TrainHooks):
+    """Sends each event to every hook in order."""
+
+    def __init__(self, hooks: Sequence[TrainHooks]) -> None:
+        self.hooks = list(hooks)
+
+    def on_train_start(self, plan: TrainPlan) -> None:
+        for hook in self.hooks:
+            hook.on_train_start(plan)
+
+    def on_fold_start(self, name: str) -> None:
+        for hook in self.hooks:
+            hook.on_fold_start(name)
+
+    def on_epoch_end(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
+        for hook in self.hooks:
+            hook.on_epoch_end(name, epoch, metrics)
+
+    def on_fold_end(self, result: FoldResult) -> None:
+        for hook in self.hooks:
+            hook.on_fold_end(result)
+
+    def on_train_end(self, summary: TrainSummary) -> None:
+        for hook in self.hooks:
+            hook.on_train_end(summary)
+
+    def on_train_failed(self, error: BaseException) -> None:
+        for hook in self.hooks:
+            hook.on_train_failed(error)
 
 
 def _metrics_of(results: Any) -> dict[str, float]:
@@ -101,20 +186,19 @@ def _epoch_callback(name: str, log: EpochLogger) -> Callable[[Any], None]:
     return on_fit_epoch_end
 
 
-def replay_epochs(result: FoldResult, log: EpochLogger) -> None:
-    """Send a finished run's per-epoch figures from its `results.csv` to `log`, as the live callback would have.
+def epoch_history(run_dir: Path) -> list[tuple[int, dict[str, float]]]:
+    """A run's per-epoch figures from its `results.csv`, with the keys the live callback sends.
 
-    Folds trained in worker processes cannot call the parent's logger while they run; the same keys arrive once
-    the fold is done (ultralytics' learning-rate columns and timings are left out, as in the live callback).
+    For epochs no live callback saw (a model reused, or the epochs before a resume); ultralytics' learning-rate
+    columns and timings are left out, as in the live callback.
     """
-    csv = result.run_dir / "results.csv"
+    csv = run_dir / "results.csv"
     if not csv.is_file():
-        return
+        return []
     history = pd.read_csv(csv)
     history.columns = [c.strip() for c in history.columns]
     keep = [c for c in history.columns if c.startswith(("train/", "metrics/", "val/"))]
-    for row in history.to_dict("records"):
-        log(result.name, int(row["epoch"]), _clean_epoch_figures({c: row[c] for c in keep}))
+    return [(int(row["epoch"]), _clean_epoch_figures({c: row[c] for c in keep})) for row in history.to_dict("records")]
 
 
 def train_one(
@@ -178,14 +262,35 @@ def train_one(
     return result
 
 
-def _train_in_worker(
-    name: str, data_yaml: Path, runs_dir: Path, params: TrainParams, prof: TrainProfile, threads: int
-) -> FoldResult:
-    """One fold in a worker process, with its share of the CPU threads (torch would otherwise take every core)."""
+# Set in each worker process by `_init_worker`: where its fold's events go (a queue read by the parent).
+_EVENTS: Any = None
+
+
+def _init_worker(events: Any, threads: int) -> None:
+    """Worker set-up: the event queue, and its share of the CPU threads (torch would otherwise take every core)."""
+    global _EVENTS
     import torch
 
     torch.set_num_threads(threads)
-    return train_one(name, data_yaml, runs_dir, params, prof)
+    _EVENTS = events
+
+
+def _train_in_worker(
+    name: str,
+    data_yaml: Path,
+    runs_dir: Path,
+    params: TrainParams,
+    prof: TrainProfile,
+    train: Callable[..., FoldResult],
+) -> FoldResult:
+    """One fold in a worker process; its start and epochs go to the parent as they happen, then an end marker
+    (the queue is FIFO per process, so once the parent sees the marker it has every epoch of the fold)."""
+    events = _EVENTS
+    events.put(("start", name))
+    try:
+        return train(name, data_yaml, runs_dir, params, prof, log=lambda *event: events.put(("epoch", *event)))
+    finally:
+        events.put(("end", name))
 
 
 def _train_folds_in_processes(
@@ -193,27 +298,53 @@ def _train_folds_in_processes(
     runs_dir: Path,
     params: TrainParams,
     prof: TrainProfile,
-    log: EpochLogger | None,
-    on_fold: Callable[[FoldResult], None] | None,
+    hooks: TrainHooks,
 ) -> list[FoldResult]:
     """Train folds `params.parallel_folds` at a time in spawned processes (ultralytics keeps global state, so
-    threads would share it); each fold keeps its own resume checkpoint, and its epochs reach `log` when it ends."""
+    threads would share it); each fold keeps its own resume checkpoint. Events are relayed to `hooks` here, in the
+    parent, while the folds train."""
     workers = min(params.parallel_folds, len(views))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    done: dict[str, FoldResult] = {}
     # spawn, not fork: torch and the tracking clients in the parent hold threads and locks a fork would copy
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {
-            pool.submit(_train_in_worker, name, data_yaml, runs_dir, params, prof, threads): name
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    ended: set[str] = set()
+
+    def relay(block_until: str | None = None) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                kind, *event = events.get(timeout=0.2) if block_until else events.get_nowait()
+            except queue.Empty:
+                if block_until is None or block_until in ended or time.monotonic() > deadline:
+                    return
+                continue
+            if kind == "start":
+                hooks.on_fold_start(event[0])
+            elif kind == "epoch":
+                hooks.on_epoch_end(*event)
+            else:
+                ended.add(event[0])
+            if block_until is not None and block_until in ended:
+                return
+
+    done: dict[str, FoldResult] = {}
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(events, threads)) as pool:
+        # `train_one` travels by name, so a worker runs the function the parent holds (tests substitute a fake)
+        futures: dict[Future[FoldResult], str] = {
+            pool.submit(_train_in_worker, name, data_yaml, runs_dir, params, prof, train_one): name
             for name, data_yaml in views.items()
         }
-        for future in as_completed(futures):
-            result = future.result()
-            done[result.name] = result
-            if log is not None:  # the whole history, also of a reused or resumed fold: this is a new child run
-                replay_epochs(result, log)
-            if on_fold is not None:
-                on_fold(result)
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            relay()
+            for future in finished:
+                result = future.result()
+                relay(block_until=result.name)  # its last epochs may still be in the queue
+                done[result.name] = result
+                hooks.on_fold_end(result)
+    events.close()
     return [done[name] for name in views]
 
 
@@ -229,6 +360,9 @@ def cv_summary(folds: list[FoldResult]) -> dict[str, float]:
     return out
 
 
+FINAL_ALL = "final_all_development"
+
+
 def train_cross_validated(
     params: TrainParams,
     profile: str,
@@ -237,11 +371,13 @@ def train_cross_validated(
     images: pd.DataFrame,
     annotations: pd.DataFrame,
     work_dir: Path,
-    models_dir: Path,
-    log: EpochLogger | None = None,
-    on_fold: Callable[[FoldResult], None] | None = None,
+    runs_dir: Path,
+    final_weights: Path,
+    hooks: Sequence[TrainHooks] = (),
+    *,
+    reference_level: str,
 ) -> TrainSummary:
-    """Train one model per fold (validated on that fold), then the final model; write `models/final.pt`.
+    """Train one model per fold (validated on that fold), then the final model; copy it to `final_weights`.
 
     Args:
         params: the train section; `profile` picks its sizes.
@@ -249,37 +385,56 @@ def train_cross_validated(
         ingested_dir: the ingested dataset (images are symlinked from there).
         splits, images, annotations: the tables of the split and ingest stages.
         work_dir: where fold views are built (derived, disposable).
-        models_dir: ultralytics runs (`runs/<fold>`) and the final weights.
-        log: per-epoch figures of each fold (fold name, epoch, metrics).
-        on_fold: called with each finished fold (e.g. to close its tracking run).
+        runs_dir: ultralytics runs, one folder per model (`<runs_dir>/fold0`, ...), each resumable.
+        final_weights: where the final model's weights go (e.g. `models/final.pt`).
+        hooks: plug-ins told of every event (see `TrainHooks`).
+        reference_level: whose boxes are the training labels (`readers.reference_level`).
     """
+    events = _Dispatch(hooks)
     prof = params.profile(profile)
-    reference = reference_boxes(annotations, params.reference_reader_level)
-    cv = splits[splits["split"] == "cv"]
+    reference = reference_boxes(annotations, reference_level)
+    cv = splits[splits["split"] == CV]
     folds = sorted(cv["fold"].unique().tolist())
     chosen = folds if prof.folds is None else [f for f in folds if f in prof.folds]
-    runs_dir = models_dir / "runs"
     views = {}
     for fold in chosen:
         parts = {"train": cv.loc[cv["fold"] != fold, "image_id"], "val": cv.loc[cv["fold"] == fold, "image_id"]}
         views[f"fold{fold}"] = build_view(work_dir / f"fold{fold}", ingested_dir, images, reference, parts)
-    if params.parallel_folds > 1 and len(views) > 1:
-        results = _train_folds_in_processes(views, runs_dir, params, prof, log, on_fold)
-    else:
-        results = []
-        for name, data_yaml in views.items():
-            result = train_one(name, data_yaml, runs_dir, params, prof, log)
-            results.append(result)
-            if on_fold is not None:
-                on_fold(result)
-    if params.final_model == "best_fold":
-        final = max(results, key=lambda r: r.metrics["map50"])
-        source = f"best fold ({final.name}, mAP50 {final.metrics['map50']:.3f})"
-    else:
-        ids = cv["image_id"]
-        data_yaml = build_view(work_dir / "all", ingested_dir, images, reference, {"train": ids, "val": ids})
-        final = train_one("final_all_development", data_yaml, runs_dir, params, prof, log)
-        source = "all development data"
-    models_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(final.weights, models_dir / "final.pt")
-    return TrainSummary(results, final, source, cv_summary(results))
+    parallel = params.parallel_folds > 1 and len(views) > 1
+    models = (*views, *([FINAL_ALL] if params.final_model == "all_development" else []))
+    dev_images = images[images["image_id"].isin(set(cv["image_id"]))]
+    synthetic = bool("is_synthetic" in images and dev_images["is_synthetic"].any())
+    plan = TrainPlan(
+        models, prof.epochs, min(params.parallel_folds, len(views)) if parallel else 1, len(dev_images), synthetic
+    )
+    events.on_train_start(plan)
+    try:
+        if parallel:
+            results = _train_folds_in_processes(views, runs_dir, params, prof, events)
+        else:
+            results = []
+            for name, data_yaml in views.items():
+                events.on_fold_start(name)
+                result = train_one(name, data_yaml, runs_dir, params, prof, events.on_epoch_end)
+                results.append(result)
+                events.on_fold_end(result)
+        if params.final_model == "best_fold":
+            final = max(results, key=lambda r: r.metrics["map50"])
+            source = f"best fold ({final.name}, mAP50 {final.metrics['map50']:.3f})"
+        else:
+            ids = cv["image_id"]
+            data_yaml = build_view(work_dir / "all", ingested_dir, images, reference, {"train": ids, "val": ids})
+            events.on_fold_start(FINAL_ALL)
+            final = train_one(FINAL_ALL, data_yaml, runs_dir, params, prof, events.on_epoch_end)
+            events.on_fold_end(final)
+            source = "all development data"
+        final_weights.parent.mkdir(parents=True, exist_ok=True)
+        staged = final_weights.with_name(f".{final_weights.name}.{os.getpid()}.tmp")
+        shutil.copyfile(final.weights, staged)
+        os.replace(staged, final_weights)  # a killed copy never leaves a truncated final model behind
+        summary = TrainSummary(results, final, source, cv_summary(results), final_weights)
+        events.on_train_end(summary)
+    except BaseException as exc:  # KeyboardInterrupt too: a tracking run must not stay "running" forever
+        events.on_train_failed(exc)
+        raise
+    return summary

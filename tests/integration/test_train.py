@@ -63,13 +63,17 @@ def test_mlflow_run_tree_and_reports(project: Path) -> None:
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"model", "data_validation"}
     for child in children.values():
         history = client.get_metric_history(child.info.run_id, "metrics_mAP50")
-        assert [m.step for m in history] == [1]  # one epoch, replayed from the worker's results.csv
+        assert [m.step for m in history] == [1]  # one epoch, relayed live from the worker process, logged once
         assert {"final_map50", "final_precision", "train_box_loss"} <= set(child.data.metrics)
         assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"weights", "ultralytics"}
-    summary = json.loads((project / "reports" / "train" / "summary.json").read_text())
+    paths = PathsParams.under(project)
+    summary = json.loads(paths.summary_file("train").read_text())
     assert set(summary["folds"]) == {"fold0", "fold1"}
     assert summary["cv"]["study_map50_min"] == 0.917
-    assert (project / "models" / "final.pt").is_file()
+    assert paths.final_weights.is_file()
+    assert json.loads(paths.train_run_file.read_text()) == {"mlflow_run_id": parent.info.run_id}
+    for stage in ("synth", "ingest", "split", "validation", "train"):  # every run function wrote its summary
+        assert paths.summary_file(stage).is_file(), stage
     # ultralytics and MLflow wrote nothing of their own in the working directory
     assert not (project / "runs").exists()
     assert sorted(p.name for p in project.glob("*.db")) == ["mlflow.db"]
@@ -146,11 +150,13 @@ def test_evaluation_report_metrics_and_linked_mlflow_run(project: Path) -> None:
     evaluation = [r for r in runs if r.data.tags.get("cordwatch.stage") == "evaluate"]
     assert len(evaluation) == 1 and evaluation[0].data.tags["cordwatch.train_run_id"] == train[0].info.run_id
     assert "external_test_model_map50" in evaluation[0].data.metrics
-    assert "external_test_model_minus_mid_map50_p_value" in evaluation[0].data.metrics
+    assert "external_test_model_minus_group_mid_p_value" in evaluation[0].data.metrics
+    assert "external_test_reader_groups_mid_map50_low" in evaluation[0].data.metrics
     assert {a.path for a in client.list_artifacts(evaluation[0].info.run_id)} >= {
         "metrics.json",
         "report.md",
         "pr_curves",
+        "subgroups",
     }
     curves = {a.path for a in client.list_artifacts(evaluation[0].info.run_id, "pr_curves")}
     assert curves == {
@@ -160,43 +166,100 @@ def test_evaluation_report_metrics_and_linked_mlflow_run(project: Path) -> None:
 
 def test_sequential_folds_and_all_development_final_model(project: Path, tmp_path: Path) -> None:
     """Folds one after another in this process (the module's project trained them in worker processes, the
-    default) give the same layout and epoch history; `all_development` trains the final model on every development
-    fold (train and val are then the same images)."""
+    default) give the same layout and epoch history, live to hooks and progress; `all_development` trains the
+    final model on every development fold (train and val are then the same images)."""
     import hashlib
 
-    from pipelines import runtime
     from pipelines.config import load_params
-    from pipelines.train.core import train_cross_validated
+    from pipelines.progress import Progress
+    from pipelines.train.core import FoldResult, TrainHooks
+    from pipelines.train.run import run_train
 
     params = load_params(project / "params.yaml")
-    runtime.configure_ultralytics(params.paths.state_dir)
     assert params.train.parallel_folds == 2  # so the CLI run of the fixture took the worker-process path
     train = params.train.model_copy(update={"parallel_folds": 1, "final_model": "all_development"})
-    images = pd.read_parquet(project / "data/ingested/images.parquet")
-    ann = pd.read_parquet(project / "data/ingested/annotations.parquet")
-    splits = pd.read_parquet(project / "data/splits.parquet")
+    # a fresh models and reports folder: the fixture's finished folds would otherwise be reused
+    paths = params.paths.model_copy(update={"models_dir": tmp_path / "models", "reports_dir": tmp_path / "reports"})
+    params = params.model_copy(update={"train": train, "paths": paths})
+    splits = pd.read_parquet(paths.splits_file)
     logged: dict[str, list[int]] = {}
     finished: list[str] = []
+    updates: list[Progress] = []
 
-    def log(name: str, epoch: int, metrics: dict[str, float]) -> None:
-        assert "metrics_mAP50" in metrics and "train_box_loss" in metrics
-        logged.setdefault(name, []).append(epoch)
+    class Hooks(TrainHooks):
+        def on_epoch_end(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
+            assert "metrics_mAP50" in metrics and "train_box_loss" in metrics
+            logged.setdefault(name, []).append(epoch)
 
-    summary = train_cross_validated(
-        train, "ci", project / "data/ingested", splits, images, ann, tmp_path / "work", tmp_path / "models",
-        log=log, on_fold=lambda r: finished.append(r.name),
-    )  # fmt: skip
+        def on_fold_end(self, result: FoldResult) -> None:
+            finished.append(result.name)
+
+    summary = run_train(params, hooks=[Hooks()], progress=updates.append)
     assert [f.name for f in summary.folds] == ["fold0", "fold1"]
     assert logged == {"fold0": [1], "fold1": [1], "final_all_development": [1]}  # live, from the callback
-    assert sorted(finished) == ["fold0", "fold1"]
+    assert finished == ["fold0", "fold1", "final_all_development"]
     assert summary.final.name == "final_all_development" and summary.final_source == "all development data"
     cv_ids = set(splits.loc[splits["split"] == "cv", "image_id"])
-    view = tmp_path / "work" / "all" / "images"
+    view = paths.state_dir / "yolo" / "all" / "images"
     assert {p.stem for p in (view / "train").iterdir()} == cv_ids == {p.stem for p in (view / "val").iterdir()}
+    assert json.loads(paths.summary_file("train").read_text())["final_source"] == "all development data"
 
     def digest(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    assert digest(tmp_path / "models" / "final.pt") == digest(summary.final.weights)
+    assert digest(paths.final_weights) == digest(summary.final.weights)
     for fold in summary.folds:
         assert (fold.run_dir / "cordwatch_done.json").is_file() and len(pd.read_csv(fold.run_dir / "results.csv")) == 1
+    # progress: 3 models x 1 epoch, each epoch with its fold and last validation mAP50
+    assert {u.total for u in updates} == {3} and updates[-1].done == 3
+    assert any(u.detail.startswith("fold1 epoch 1/1 mAP50 ") for u in updates)
+    assert [u.event.split(":")[0] for u in updates if "done" in u.event] == [
+        "fold0 done",
+        "fold1 done",
+        "final_all_development done",
+    ]
+
+
+def test_accelerator_driver_without_prefect_mlflow_or_great_expectations(project: Path, tmp_path: Path) -> None:
+    """`python -m pipelines.driver` on a copy of the trained project, in a Python where prefect, mlflow and
+    great_expectations cannot be imported (as on the lent GPU machines): finished steps are reused, the evaluation
+    runs through the same run function, progress is printed, and the archive holds what comes back."""
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+
+    root = tmp_path / "root"
+    for part in ("data", "models"):
+        shutil.copytree(project / part, root / part, symlinks=True)
+    blocked = (
+        "import runpy, sys\n"
+        "for name in ('prefect', 'mlflow', 'great_expectations'):\n"
+        "    sys.modules[name] = None  # import raises ImportError, as if not installed\n"
+        "sys.argv = ['pipelines.driver', *sys.argv[1:]]\n"
+        "runpy.run_module('pipelines.driver', run_name='__main__', alter_sys=True)\n"
+    )
+    args = ["--root", str(root), "--out", str(tmp_path / "out"), "--params", str(REPO / "params.yaml")]
+    args += ["--profile", "ci", "--device", "cpu", "--parallel", "2", "--progress-every", "0"]
+    done = subprocess.run(
+        [sys.executable, "-c", blocked, *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    for step in ("synth", "ingest", "split", "train"):
+        assert f"[{step}] reused" in out
+    assert "[validate] skipped: great-expectations is not installed here" in out
+    assert "evaluate: external_test: scoring the model and 4 readers" in out
+    assert "external_test: predicting" in out and "[evaluate] " in out
+    assert "| external mAP50 (95% CI) | 0.944 (0.934-0.953) |" in out  # the report, printed at the end
+    paths = PathsParams.under(root)
+    assert json.loads(paths.evaluation_metrics.read_text())["synthetic"] is True
+    with tarfile.open(tmp_path / "out" / "paper_report.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"params.yaml", "reports/evaluation/metrics.json", "reports/driver_timings.json"} <= names
+    assert {"runs/fold0/results.csv", "runs/fold1/results.csv", "models/final.pt"} <= names
