@@ -82,7 +82,8 @@ def ingest(
     src = input_dir or params.ingest.input_dir or params.paths.synth_dir / "dicom"
     ann = None
     if not no_annotations:
-        ann = annotations or params.ingest.annotations_csv
+        # params' annotations describe params' input: another tree given by --input takes only --annotations.
+        ann = annotations or (params.ingest.annotations_csv if input_dir is None else None)
         if ann is None and input_dir is None and (params.paths.synth_dir / "annotations.csv").is_file():
             ann = params.paths.synth_dir / "annotations.csv"
     try:
