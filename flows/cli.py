@@ -1,4 +1,5 @@
-"""The `cordwatch` command line. Each command runs its stage as a Prefect flow (the same code `dvc repro` calls).
+"""The `cordwatch` command line. Each command runs its stage as a Prefect flow whose task calls the stage's
+`run_<stage>` function: the same code `dvc repro` calls, and that `python -m pipelines.driver` runs without Prefect.
 
 Heavy imports (prefect, pipelines) happen inside the commands, after `pipelines.runtime.configure` has switched off
 telemetry and pointed tool state at the project: several of those libraries read their settings at import time.

@@ -6,10 +6,10 @@ The project's `cordwatch` CLI is the usual way in; this exists for debugging the
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.progress import ProgressReporter
 from pipelines.synth.cohort import generate_cohort
 from pipelines.synth.params import load_synth_params
 
@@ -22,12 +22,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--params", type=Path, default=None, help="params.yaml or a synth block")
     args = ap.parse_args(argv)
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 25 == 0:
-            end = "\n" if done == total else ""
-            print(f"\r{done}/{total} patients", end=end, file=sys.stderr, flush=True)
-
-    s = generate_cohort(load_synth_params(args.params), args.profile, args.out, progress=progress)
+    with ProgressReporter(interval_s=10) as reporter:  # a bar on a terminal, a line every 10 s otherwise
+        s = generate_cohort(
+            load_synth_params(args.params), args.profile, args.out, progress=reporter.counter("synth", "patient")
+        )
     n_files = s.n_images + s.n_distractor_files
     print(
         f"{s.n_patients} patients, {s.n_images} images, {s.n_distractor_files} distractor files, "
