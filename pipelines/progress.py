@@ -3,7 +3,8 @@
 The run functions (`run_train`, `run_evaluate`, ...) only call an optional `progress` callback; how it is shown is
 the caller's choice. `ProgressReporter` is the one renderer the flows and the accelerator driver share: a tqdm bar
 when its stream is a terminal (tqdm's `disable=None`), and otherwise (CI, a log file, Prefect's logger) one log line
-every `interval_s` seconds with the rate and the time left, plus every `event` (a fold finished, a test set scored).
+every `interval_s` seconds with the rate and the time left, every `event` (a fold finished, a test set scored), and
+one closing line when the stage ends (the reporter is closed, or the next stage begins).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class ProgressReporter:
 
     Args:
         log: where lines go when there is no terminal (default: print to `stream`).
-        interval_s: seconds between periodic lines (events and the end of a stage are always logged).
+        interval_s: seconds between periodic lines (events and a stage's closing line are always logged).
         stream: the bar's stream (default stderr); a bar is drawn only if it is a terminal.
         bar: force the bar on or off (default: tqdm's `disable=None`, i.e. on for a terminal).
         clock: time source (tests).
@@ -112,12 +113,9 @@ class ProgressReporter:
             return
         if update.event:
             self.log(f"{update.stage}: {update.event}")
-        finished = update.total is not None and update.done >= update.total
-        if finished or now - clock.last_line >= self.interval_s:
+        if now - clock.last_line >= self.interval_s:
             self.log(self.line(update, now))
             clock.last_line = now
-            if finished:  # said once; a later update of the same stage starts a new line cycle
-                clock.last_line = float("inf")
 
     def counter(self, stage: str, unit: str) -> Callable[[int, int], None]:
         """A `progress(done, total)` callback (ingest and synth cores) that reports to this reporter."""
@@ -188,8 +186,6 @@ class ProgressReporter:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self._last is not None and self._stage is not None:
-            clock = self._clocks[self._stage]
-            if clock.last_line != float("inf"):  # an unfinished stage says where it stopped
-                self.log(self.line(self._last))
+        elif self._last is not None:  # the stage's last word: its total time, or where it stopped
+            self.log(self.line(self._last))
         self._last = None

@@ -43,7 +43,8 @@ class TrainProgress(TrainHooks):
         self.epochs, self.total = plan.epochs, plan.epochs * len(plan.models)
         self.done = dict.fromkeys(plan.models, 0)
         ways = f", {plan.parallel} at a time" if plan.parallel > 1 else ""
-        self._send(event=f"{len(plan.models)} models x {plan.epochs} epochs on {plan.images} images{ways}")
+        epochs = f"{plan.epochs} epoch{'s' if plan.epochs != 1 else ''}"
+        self._send(event=f"{len(plan.models)} models x {epochs} on {plan.images} images{ways}")
 
     def on_fold_start(self, name: str) -> None:
         self.running[name] = f"{name} starting"
@@ -60,7 +61,8 @@ class TrainProgress(TrainHooks):
     def on_fold_end(self, result: FoldResult) -> None:
         self.done[result.name] = self.epochs
         self.running.pop(result.name, None)
-        how = f"{result.epochs} epochs" if result.name in self.trained else "reused from an earlier run"
+        n = result.epochs
+        how = f"{n} epoch{'s' if n != 1 else ''}" if result.name in self.trained else "reused from an earlier run"
         self._send(event=f"{result.name} done: mAP50 {result.metrics.get('map50', float('nan')):.3f} ({how})")
 
     def _send(self, event: str = "") -> None:

@@ -32,8 +32,12 @@ def test_lines_every_interval_with_rate_and_time_left_off_a_terminal() -> None:
     reporter(Progress("train", 11, 20, "epoch", event="fold1 done: mAP50 0.912"))  # events are never held back
     assert lines[-1] == "train: fold1 done: mAP50 0.912"
     clock.now += 1
-    reporter(Progress("train", 20, 20, "epoch"))  # the end of a stage is always said, once
-    assert lines[-1].startswith("train: 20/20 epochs (100%)") and lines[-1].endswith(" in 1m12s")
+    reporter(Progress("train", 20, 20, "epoch"))
+    clock.now += 3
+    reporter(Progress("train", 20, 20, "epoch", event="fold2 done: mAP50 0.901"))  # all epochs in, a fold ends
+    assert lines[-1] == "train: fold2 done: mAP50 0.901"  # no repeated 100% lines while the last folds close
+    reporter.close()  # the closing line, once
+    assert lines[-1] == "train: 20/20 epochs (100%), 0.21 epoch/s in 1m15s"
     n = len(lines)
     reporter.close()
     assert len(lines) == n
@@ -50,6 +54,8 @@ def test_an_unfinished_stage_says_where_it_stopped_and_a_new_stage_starts_afresh
     assert lines == ["ingest: 250/400 files (62%), 125 file/s, 1s left"]
     clock.now += 5
     reporter(Progress("evaluate", 30, 30, "image", "external_test: scored"))
+    assert len(lines) == 1
+    reporter.close()
     assert lines[-1] == "evaluate: 30/30 images (100%), 6.00 image/s in 5s; external_test: scored"
 
 
@@ -68,7 +74,7 @@ def test_no_bar_when_the_stream_is_not_a_terminal() -> None:
     stream, lines = io.StringIO(), []
     with ProgressReporter(lines.append, stream=stream) as reporter:  # tqdm's disable=None: StringIO is no TTY
         reporter(Progress("ingest", 1, 1, "file"))
-    assert stream.getvalue() == "" and lines and lines[0].startswith("ingest: 1/1 files")
+    assert stream.getvalue() == "" and lines == ["ingest: 1/1 files (100%) in 0s"]
 
 
 def test_duration() -> None:
