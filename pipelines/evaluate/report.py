@@ -108,11 +108,16 @@ def _headline(metrics: dict[str, Any]) -> list[str]:
         "| **co-primary, like for like:** model sensitivity minus mid-level sensitivity at their lesion PPV | "
         f"not reported | {_ci(sens_gain, signed=True)}, P {format_p(sens_gain)} |",
         "",
-        f"CIs: {CI_METHODS.get(metrics['params'].get('ci_method', 'percentile'), 'patient bootstrap')}, "
+        f"CIs of a figure: {CI_METHODS.get(metrics['params'].get('ci_method', 'percentile'), 'patient bootstrap')}; "
+        "of a difference and its P value: "
+        f"{CI_METHODS.get(metrics['params'].get('difference_ci_method', 'percentile'), 'patient bootstrap')} "
+        "(benchmarks/ci_coverage.py measured which covers better for each); "
         f"{metrics['params']['bootstrap_resamples']} resamples of whole patients (images of one patient move "
         "together), the same resamples for every source, so each difference is paired. mAP50: boxes matched to the "
         "expert's per image and class at IoU >= 0.5 (greedy by score, COCO / ultralytics), AP by ultralytics' "
-        "101-point interpolation, averaged over the classes with a reference in the (re)sample.",
+        "101-point interpolation, averaged over the classes with a reference in the (re)sample. That interpolation "
+        "moves in steps of about 0.005 as a class's last recall crosses its 0.01 grid, so any mAP50 carries about "
+        "that much grid error on top of its CI.",
         "",
         f"- *These readers*: {COMPARISON_NOTES['model_minus_group']}",
         f"- *Readers as a sample*: {COMPARISON_NOTES['mrmc']}",

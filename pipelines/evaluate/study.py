@@ -168,13 +168,13 @@ def evaluate_set(
             result.readers[reader] = draws.intervals(level, method)
             points = operating_point_draws(model_m, m, resampling, conf, iou_index)
             point_draws.append(points)
-            result.operating_points[reader] = operating_point_figures(points, level, method)
+            result.operating_points[reader] = operating_point_figures(points, params)
         group_draws = SourceDraws.mean(reader_draws)
         result.groups[group] = group_draws.intervals(level, method)
-        result.model_minus_group[group] = model_draws.minus(group_draws).difference(HEADLINE_METRIC, level, method)
-        result.mrmc[group] = mrmc_model_vs_group(model_draws, reader_draws, HEADLINE_METRIC, level)
-        result.operating_points[f"group:{group}"] = operating_point_figures(
-            SourceDraws.mean(point_draws), level, method
+        result.model_minus_group[group] = model_draws.minus(group_draws).difference(
+            HEADLINE_METRIC, level, params.difference_ci_method
         )
+        result.mrmc[group] = mrmc_model_vs_group(model_draws, reader_draws, HEADLINE_METRIC, level)
+        result.operating_points[f"group:{group}"] = operating_point_figures(SourceDraws.mean(point_draws), params)
     result.subgroups = subgroup_table(pred, ref, images, params)
     return result

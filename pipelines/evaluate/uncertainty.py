@@ -178,10 +178,14 @@ def operating_point_draws(
     return SourceDraws(OPERATING_POINT_KEYS, values[0], values[1 : 1 + b], values[1 + b :])
 
 
-def operating_point_figures(d: SourceDraws, level: float, method: str) -> dict[str, Interval | Difference]:
-    """CIs of every operating-point figure; the model-minus-reader gains as differences with a P value."""
+def operating_point_figures(d: SourceDraws, params: EvaluateParams) -> dict[str, Interval | Difference]:
+    """CIs of every operating-point figure (`ci_method`); the model-minus-reader gains as differences with a P value
+    (`difference_ci_method`)."""
+    level = params.ci_level
     return {
-        key: d.difference(key, level, method) if key in OPERATING_POINT_GAINS else d.interval(key, level, method)
+        key: d.difference(key, level, params.difference_ci_method)
+        if key in OPERATING_POINT_GAINS
+        else d.interval(key, level, params.ci_method)
         for key in d.keys
     }
 
@@ -229,7 +233,7 @@ def paired_difference(m_a: Matched, m_b: Matched, params: EvaluateParams, metric
     ap50_only = "50_95" not in metric
     a = resampling.score(m_a, params.operating_conf, params.iou_index, ap50_only)
     b = resampling.score(m_b, params.operating_conf, params.iou_index, ap50_only)
-    return a.minus(b).difference(metric, params.ci_level, params.ci_method)
+    return a.minus(b).difference(metric, params.ci_level, params.difference_ci_method)
 
 
 def bootstrap_operating_points(
@@ -238,7 +242,7 @@ def bootstrap_operating_points(
     """`matched_operating_points` with paired patient-bootstrap CIs; the two gains also get a P value."""
     resampling = PatientResampling.covering([model, reader], params)
     d = operating_point_draws(model, reader, resampling, params.operating_conf, params.iou_index)
-    return operating_point_figures(d, params.ci_level, params.ci_method)
+    return operating_point_figures(d, params)
 
 
 # ---------------------------------------------------------------------------------------------------- subgroups
