@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export YOLO_OFFLINE := 1
 
-.PHONY: install demo test lint clean repro
+.PHONY: install demo test test-fast lint clean repro
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: install  ## lint, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-fast: install  ## the unit tier only (tests/unit, slow tests deselected): under a minute
+	$(BIN)/python -m pytest tests/unit -m "not slow" -q
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
