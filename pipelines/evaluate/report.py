@@ -16,7 +16,7 @@ SYNTHETIC_BANNER = (
     "They show the pipeline works; they are not evidence about any clinical model."
 )
 READER_MARK = "†"  # next to every reader mAP50: a single operating point's AP is a convention
-CEILING_MARK = "‡"  # next to a CI collapsed at the mAP ceiling
+CEILING_MARK = "‡"  # next to a CI collapsed at its ceiling (1, or 0.995 for mAP50)
 MAP_CEILING = 0.995  # ultralytics' 101-point AP of a perfect detector: the closing sentinel halves the last step
 
 CI_METHODS = {
@@ -26,10 +26,11 @@ CI_METHODS = {
 }
 CONVENTION_FOOTNOTE = f"{READER_MARK} Reader mAP50: {READER_METRICS_NOTE}"
 CEILING_FOOTNOTE = (
-    f"{CEILING_MARK} {MAP_CEILING} is the highest mAP50 ultralytics' AP gives (its 101-point interpolation closes the "
-    "curve at recall 1 with precision 0, halving the last 0.01 of recall). A CI collapsed there means no resample "
-    "held a scoring error; it does not mean the uncertainty is zero (with n patients and no error, the rule of three "
-    "bounds the per-patient error rate below 3/n at 95%)."
+    f"{CEILING_MARK} A CI collapsed at the figure's ceiling: 1 for a proportion (precision, recall, sensitivity, "
+    f"PPV), {MAP_CEILING} for mAP50 (ultralytics' 101-point interpolation closes the curve at recall 1 with "
+    "precision 0, halving the last 0.01 of recall). It means no resample held an error; it does not mean the "
+    "uncertainty is zero (with n patients and no error, the rule of three bounds the per-patient error rate below "
+    "3/n at 95%)."
 )
 
 
