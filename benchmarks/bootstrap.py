@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.evaluate import EvaluateParams, bootstrap, match, metrics, paired_difference
+from pipelines.evaluate.report import format_p
 from pipelines.evaluate.scoring import resample_weights, score_resamples
 
 GOAL_S = 2.0
@@ -119,7 +120,7 @@ def main() -> None:
     print(f"external set (SYNTHETIC): {model.n_patients} patients, {model.n_images} images, "
           f"{sum(model.n_references.values())} reference boxes, {model.n_predictions} model boxes")  # fmt: skip
     print(f"model mAP50 {m50.point:.3f} ({m50.low:.3f}-{m50.high:.3f}); reader mAP50 {r.point:.3f}; model - reader "
-          f"{diff.point:+.3f} ({diff.low:+.3f} to {diff.high:+.3f}), P = {diff.p_value:.4f}")  # fmt: skip
+          f"{diff.point:+.3f} ({diff.low:+.3f} to {diff.high:+.3f}), P {format_p(diff.to_dict())}")  # fmt: skip
     print(f"warm-up call: {t_warmup:.2f} s (once per process, not counted)")
     print(f"match once: {1000 * t_match:.1f} ms")
     total = t_match + t_boot
