@@ -55,12 +55,15 @@ def synth(
     params_file: ParamsOpt = Path("params.yaml"),
     profile: ProfileOpt = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.synth_dir).")] = None,
+    preview: Annotated[
+        bool, typer.Option(help="Also write OUT/preview.png: patients per site and worst grade, expert boxes.")
+    ] = False,
 ) -> None:
     """Generate the SYNTHETIC two-centre sagittal T2 DICOM cohort (phantoms, not patient data) for a profile."""
     params = _setup(params_file, profile)
     from flows.synth_flow import synth_flow
 
-    summary = synth_flow(params, out)
+    summary = synth_flow(params, out, preview)
     typer.echo(summary.line())
 
 
