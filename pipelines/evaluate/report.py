@@ -155,20 +155,41 @@ def _comparison_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _operating_points_table(result: dict[str, Any]) -> list[str]:
+def _threshold(item: dict[str, Any] | None) -> str:
+    return "-" if not item or _is_missing(item.get("point")) else f"{item['point']:.3f}"
+
+
+def _operating_points_table(result: dict[str, Any], operating_conf: float) -> list[str]:
     lines = [
-        "| reader | reader sensitivity | reader PPV | model PPV at reader's sensitivity | PPV gain | P | "
-        "model sensitivity at reader's PPV | sensitivity gain | P |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| reader | reader sensitivity | reader PPV | model threshold | model PPV at reader's sensitivity | PPV gain "
+        "| P | model threshold | model sensitivity at reader's PPV | sensitivity gain | P |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    low_match = False
     for source, f in result.get("operating_point_comparison", {}).items():
         label = f"**{source.split(':', 1)[1]} readers (mean)**" if source.startswith("group:") else source
         ppv_gain, sens_gain = f.get("ppv_gain_at_reader_sensitivity"), f.get("sensitivity_gain_at_reader_ppv")
+        # A group's mean threshold means nothing (each reader is matched on the model's curve separately).
+        group = source.startswith("group:")
+        at_sens = None if group else f.get("model_conf_at_reader_sensitivity")
+        at_ppv = None if group else f.get("model_conf_at_reader_ppv")
+        for item in (at_sens, at_ppv):
+            if item and not _is_missing(item.get("point")) and item["point"] < operating_conf / 10:
+                low_match = True
         lines.append(
-            f"| {label} | {_ci(f.get('reader_sensitivity'))} | {_ci(f.get('reader_ppv'))} | "
+            f"| {label} | {_ci(f.get('reader_sensitivity'))} | {_ci(f.get('reader_ppv'))} | {_threshold(at_sens)} | "
             f"{_ci(f.get('model_ppv_at_reader_sensitivity'))} | {_ci(ppv_gain, signed=True)} | {format_p(ppv_gain)} | "
-            f"{_ci(f.get('model_sensitivity_at_reader_ppv'))} | {_ci(sens_gain, signed=True)} | {format_p(sens_gain)} |"
+            f"{_threshold(at_ppv)} | {_ci(f.get('model_sensitivity_at_reader_ppv'))} | {_ci(sens_gain, signed=True)} | "
+            f"{format_p(sens_gain)} |"
         )
+    if low_match:
+        lines += [
+            "",
+            f"A model threshold far below its operating confidence ({operating_conf:g}) means the model reaches that "
+            "point only among its low-confidence boxes: small changes in the patients then move the match across a "
+            "cliff in PPV, the bootstrap distribution is bimodal, and that gain's CI and P are unstable; the other "
+            "side of the comparison, read where the model is confident, is the one to read.",
+        ]
     return lines
 
 
@@ -211,7 +232,7 @@ def render_markdown(metrics: dict[str, Any], synthetic: bool) -> str:
             lines += [f"### {name.replace('_', ' ')}: model against the readers", ""]
             lines += [*_comparison_table(result), ""]
             lines += ["Like for like, at each reader's own lesion-level operating point (compression boxes):", ""]
-            lines += [*_operating_points_table(result), ""]
+            lines += [*_operating_points_table(result, metrics["params"].get("operating_conf", 0.25)), ""]
         lines += _subgroup_table(result, metrics["params"])
         lines.append("")
     lines += ["## Notes", "", CONVENTION_FOOTNOTE, "", CEILING_FOOTNOTE, ""]

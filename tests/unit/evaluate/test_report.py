@@ -39,4 +39,7 @@ def test_report_marks_conventions_and_ceilings() -> None:
     mid2_row = next(line for line in text.splitlines() if line.startswith("| reader mid2 |"))
     assert CEILING_MARK in mid2_row and "rule of three" in text
     assert "MRMC" in text and "like for like" in text
+    # Each reader's matched point names the model threshold it was read at (mid2's sensitivity: 0.50, by hand).
+    mid2_points = next(line for line in text.splitlines() if line.startswith("| mid2 |"))
+    assert "| 0.500 |" in mid2_points and "| 0.800 |" in mid2_points
     assert "comparisons with the overall figure" in text and "unreliable" in text
