@@ -22,7 +22,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +45,13 @@ from pipelines.synth.readers import ANNOTATION_HEADER, read_image
 from pipelines.synth.render import (
     SliceGeometry,
     acquire,
+    blur_for_thickness,
     frame_to_pixels,
     level_boxes,
     render_axial,
     render_sagittal,
     sample_acquisition,
+    sample_artefacts,
     tissue_signal,
 )
 
@@ -75,6 +77,7 @@ README_NAME = "SYNTHETIC_DATA_README.txt"
 
 # Random streams of one patient; readers use READER_STREAM + their index.
 _S_IDENTITY, _S_ANATOMY, _S_SCANNER, _S_DISTRACTOR, _S_PIXELS, READER_STREAM = 0, 1, 2, 3, 4, 100
+_S_ARTEFACT = 5  # scanner artefacts (ghosts, wrap): its own stream, so the pixel-noise draws do not shift
 _S_SITE = 10_000  # site-level stream (slice counts); never collides with a patient's streams
 _SERIES_T1, _SERIES_T2, _SERIES_AX = 2, 3, 4
 _NOMINAL_CENTRE_INSTANCE = 8  # the kept slices are the middle of a nominal 15-slice sagittal series
@@ -472,16 +475,34 @@ class _Writer:
             )
         n_images = n_distractor = 0
         voxel = plan.geoms[0].ps ** 2 * sc.slice_thickness_mm
+        # Artefacts: whether the patient moves or wraps is drawn once per patient; amounts per sagittal series.
+        art_rng = _rng(params.seed, pkey, plan.site_idx, plan.index, _S_ARTEFACT)
+        moves, wraps = bool(art_rng.random() < sc.motion_ghost_prob), bool(art_rng.random() < sc.wrap_prob)
+        g0 = plan.geoms[0]
         for kind, number, desc, tr, te, etl, seq, variant, flip in series_specs:
             values = tissue_signal(tr, te, fs)
             acq = sample_acquisition(
                 noise,
-                blur=sc.blur,
+                blur=blur_for_thickness(sc.blur, sc.slice_thickness_mm),
                 bias_strength=sc.bias_strength,
                 snr=sc.snr,
                 voxel_mm3=voxel,
                 scale=sc.intensity_scale,
             )
+            art = sample_artefacts(
+                art_rng,
+                moves=moves,
+                wraps=wraps,
+                phase_axis=sc.phase_axis,
+                gibbs=sc.gibbs,
+                ghost_amplitude=sc.motion_ghost_amplitude,
+                wrap_mm=sc.wrap_mm,
+                pi_factor=sc.parallel_imaging_r,
+                g_max=sc.parallel_imaging_g_max,
+                n_phase=g0.rows if sc.phase_axis == "col" else g0.cols,
+                ps=g0.ps,
+            )
+            acq = replace(acq, art=art)
             series = SeriesInfo(
                 series_uid=uid(*plan.uid_root, "series", kind),
                 series_number=number,
@@ -538,7 +559,7 @@ class _Writer:
         values = tissue_signal(sc.tr_ms, sc.te_ms, sc.field_strength)
         acq = sample_acquisition(
             noise,
-            blur=sc.blur,
+            blur=blur_for_thickness(sc.blur, sc.slice_thickness_mm),
             bias_strength=sc.bias_strength * 0.5,
             snr=sc.snr,
             voxel_mm3=ps * ps * sc.slice_thickness_mm,

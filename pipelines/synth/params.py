@@ -44,6 +44,16 @@ class ScannerParams(StrictModel):
     intensity_scale: float = Field(2000.0, gt=0)
     shift_mm_sd: float = Field(6.0, ge=0)
     rotation_deg_sd: float = Field(3.0, ge=0)
+    # Artefacts a reader sees; each field's default here is its neutral value (a hand-written scanner gets none),
+    # while the shipped scanners in `_default_sites` (= params.yaml) set vendor-plausible ones.
+    phase_axis: Literal["row", "col"] = "col"
+    gibbs: float = Field(1.0, ge=0.3, le=1.0)
+    motion_ghost_prob: float = Field(0.0, ge=0, le=1)
+    motion_ghost_amplitude: float = Field(0.0, ge=0, le=0.3)
+    wrap_prob: float = Field(0.0, ge=0, le=1)
+    wrap_mm: float = Field(0.0, ge=0, le=60)
+    parallel_imaging_r: float = Field(1.0, ge=1, le=4)
+    parallel_imaging_g_max: float = Field(1.0, ge=1, le=3)
 
 
 class SiteParams(StrictModel):
@@ -201,6 +211,14 @@ def _default_sites() -> dict[str, SiteParams]:
                     intensity_scale=1800.0,
                     shift_mm_sd=6.0,
                     rotation_deg_sd=3.0,
+                    phase_axis="col",
+                    gibbs=0.85,
+                    motion_ghost_prob=0.1,
+                    motion_ghost_amplitude=0.05,
+                    wrap_prob=0.05,
+                    wrap_mm=20.0,
+                    parallel_imaging_r=2.0,
+                    parallel_imaging_g_max=1.15,
                 ),
                 ScannerParams(
                     manufacturer="GE MEDICAL SYSTEMS",
@@ -225,6 +243,14 @@ def _default_sites() -> dict[str, SiteParams]:
                     intensity_scale=3200.0,
                     shift_mm_sd=6.0,
                     rotation_deg_sd=3.0,
+                    phase_axis="col",
+                    gibbs=0.75,
+                    motion_ghost_prob=0.1,
+                    motion_ghost_amplitude=0.05,
+                    wrap_prob=0.08,
+                    wrap_mm=25.0,
+                    parallel_imaging_r=2.0,
+                    parallel_imaging_g_max=1.35,
                 ),
             ],
         ),
@@ -260,6 +286,14 @@ def _default_sites() -> dict[str, SiteParams]:
                     intensity_scale=1000.0,
                     shift_mm_sd=9.0,
                     rotation_deg_sd=5.0,
+                    phase_axis="col",
+                    gibbs=0.85,
+                    motion_ghost_prob=0.3,
+                    motion_ghost_amplitude=0.08,
+                    wrap_prob=0.1,
+                    wrap_mm=25.0,
+                    parallel_imaging_r=2.0,
+                    parallel_imaging_g_max=1.2,
                 ),
                 ScannerParams(
                     manufacturer="Canon Medical Systems",
@@ -284,6 +318,14 @@ def _default_sites() -> dict[str, SiteParams]:
                     intensity_scale=2500.0,
                     shift_mm_sd=9.0,
                     rotation_deg_sd=5.0,
+                    phase_axis="row",
+                    gibbs=0.7,
+                    motion_ghost_prob=0.3,
+                    motion_ghost_amplitude=0.08,
+                    wrap_prob=0.05,
+                    wrap_mm=15.0,
+                    parallel_imaging_r=2.0,
+                    parallel_imaging_g_max=1.4,
                 ),
             ],
         ),

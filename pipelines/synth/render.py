@@ -315,6 +315,37 @@ def _blur(img: np.ndarray, w: float) -> np.ndarray:
     return res
 
 
+REF_SLICE_MM = 3.0  # slice thickness of the reference voxel (0.75 x 0.75 x 3 mm) for SNR and blur
+
+
+@dataclass(frozen=True)
+class Artefacts:
+    """Per-series acquisition artefacts; every default is the neutral value (no artefact).
+
+    Attributes:
+        phase_axis: numpy axis of phase encoding (0: vertical, DICOM COL; 1: horizontal, DICOM ROW).
+        kspace_fraction: share of k-space acquired along each axis before zero-filling (1.0: no Gibbs ringing).
+        ghost_amp: first-order motion ghost amplitude as a fraction of the signal (0: no ghosts).
+        ghost_shift: ghost offset along the phase axis, pixels (the period of the motion in k-space lines).
+        ghost_phase: phase of the periodic motion at the first k-space line, radians.
+        wrap_px: width folded in from beyond each phase-axis edge of the FOV, pixels (0: no wrap).
+        pi_factor: parallel imaging acceleration R along the phase axis (1: none).
+        g_max: peak g-factor, at the centre of the FOV along the phase axis (1: uniform noise).
+    """
+
+    phase_axis: int = 0
+    kspace_fraction: float = 1.0
+    ghost_amp: float = 0.0
+    ghost_shift: int = 0
+    ghost_phase: float = 0.0
+    wrap_px: int = 0
+    pi_factor: float = 1.0
+    g_max: float = 1.0
+
+
+NO_ARTEFACTS = Artefacts()
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """Per-series scanner effects.
@@ -323,8 +354,9 @@ class Acquisition:
         blur: 3-tap blur weight.
         bias: six coefficients of the log bias field (x, y, xy, x^2, y^2, coil fall-off).
         bias_strength: overall scale of the log bias field.
-        sigma: Gaussian sigma of each quadrature channel, in signal units (Rician magnitude noise).
+        sigma: Gaussian sigma of each quadrature channel, in signal units (Rician magnitude noise), where g = 1.
         scale: signal-to-stored-value factor (vendor and receiver gain).
+        art: Gibbs ringing, motion ghosts, wrap-around and parallel-imaging noise (neutral by default).
     """
 
     blur: float
@@ -332,29 +364,125 @@ class Acquisition:
     bias_strength: float
     sigma: float
     scale: float
+    art: Artefacts = NO_ARTEFACTS
+
+
+def _wrap(img: np.ndarray, wrap_px: int, axis: int) -> np.ndarray:
+    """Fold tissue from beyond each phase-axis edge onto the opposite edge (phase aliasing, FOV < body).
+
+    The render only covers the FOV, so the tissue just outside an edge is approximated by the mirror image of
+    the strip just inside it (continuous across the edge); a linear taper to 0 at `wrap_px` stands for the
+    receive coil's sensitivity falling off outside the FOV. The aliased signal adds coherently to what is already there.
+    """
+    n = img.shape[axis]
+    w = min(int(wrap_px), n // 2)
+    if w <= 0:
+        return img
+    img_t = np.moveaxis(img, axis, 0)
+    out = img_t.copy()
+    # Row -1-j (j px beyond the top edge) ~ row j; it aliases to row n-1-j. Taper: 1 at the edge, 0 past w.
+    taper = np.linspace(1.0, 0.0, w + 1, dtype=np.float32)[:w, None]
+    top = img_t[:w] * taper  # j = 0..w-1 beyond the top edge
+    bottom = img_t[n - w :][::-1] * taper  # j = 0..w-1 beyond the bottom edge
+    out[n - w :] += top[::-1]  # row -1-j (beyond the top) aliases to row n-1-j
+    out[:w] += bottom  # row n+j (beyond the bottom) aliases to row j
+    return np.moveaxis(out, 0, axis)
+
+
+def _kspace(img: np.ndarray, art: Artefacts) -> np.ndarray:
+    """Gibbs truncation and periodic motion phase errors, applied in k-space; returns a complex image.
+
+    Truncation: only the central `kspace_fraction` of k-space is acquired along each axis and the rest
+    zero-filled (vendors interpolate to a finer display matrix), so sharp edges such as the cord-CSF boundary
+    ring (the sinc of the truncation window). Motion: a periodic motion during the acquisition puts a phase
+    error a*sin(2*pi*s*k/N + phi) on phase-encode line k; exp(i a sin x) = sum J_n(a) e^(i n x), so copies of
+    the image appear at +/- s pixels along the phase axis with amplitude J1(a) ~ a/2, never along the readout.
+    """
+    k = np.fft.fft2(img.astype(np.complex64))
+    if art.kspace_fraction < 1.0:
+        for ax in (0, 1):
+            f = np.abs(np.fft.fftfreq(img.shape[ax]))  # cycles per pixel, 0..0.5
+            keep = (f <= 0.5 * art.kspace_fraction + 1e-9).astype(np.float32)
+            k *= keep[:, None] if ax == 0 else keep[None, :]
+    if art.ghost_amp > 0 and art.ghost_shift > 0:
+        n = img.shape[art.phase_axis]
+        line = np.fft.fftfreq(n) * n  # k-space line index (centred), linear acquisition order
+        a = 2.0 * art.ghost_amp  # J1(a) ~ a/2: first-order ghost at the requested fraction of the signal
+        err = np.exp(1j * a * np.sin(2.0 * np.pi * art.ghost_shift * line / n + art.ghost_phase)).astype(np.complex64)
+        k *= err[:, None] if art.phase_axis == 0 else err[None, :]
+    return np.fft.ifft2(k).astype(np.complex64)
+
+
+def g_factor_map(shape: tuple[int, int], art: Artefacts) -> np.ndarray | None:
+    """Noise amplification of parallel imaging (SENSE/GRAPPA g-factor) along the phase axis; None if uniform.
+
+    Unfolding pixels FOV/R apart is worst conditioned where the receive coils' sensitivities are most alike,
+    which for a spine array is the middle of the FOV: g peaks there at `g_max` and falls to 1 at the edges, the
+    central lobe widening with R (more aliased partners). `snr` is the protocol's SNR where g = 1, so the
+    sqrt(R) loss of fewer k-space lines is already in it.
+    """
+    if art.pi_factor <= 1.0 or art.g_max <= 1.0:
+        return None
+    n = shape[art.phase_axis]
+    u = np.linspace(-1.0, 1.0, n, dtype=np.float32)
+    width = 0.25 * art.pi_factor
+    edge = np.exp(-1.0 / (2.0 * width * width))
+    lobe = (np.exp(-(u * u) / (2.0 * width * width)) - edge) / (1.0 - edge)  # 1 at the centre, 0 at the edges
+    g = (1.0 + (art.g_max - 1.0) * lobe).astype(np.float32)
+    return g[:, None] if art.phase_axis == 0 else g[None, :]
 
 
 def acquire(img: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
-    """Apply blur, bias field and Rician noise, and quantise to 12-bit unsigned (uint16 storage)."""
+    """Apply artefacts, blur, bias field and Rician noise, and quantise to 12-bit unsigned (uint16 storage).
+
+    Order follows the signal chain: tissue beyond the FOV aliases in, k-space is truncated and motion-corrupted,
+    the reconstruction filter blurs, coil sensitivity shades, and thermal noise (scaled by the g-factor) is added
+    to both quadrature channels before the magnitude. Neutral artefacts leave the pixels bit-identical.
+    """
     rows, cols = img.shape
+    art = acq.art
+    if art.wrap_px > 0:
+        img = _wrap(img, art.wrap_px, art.phase_axis)
+    if art.kspace_fraction < 1.0 or (art.ghost_amp > 0 and art.ghost_shift > 0):
+        cimg = _kspace(img, art)
+        # Without motion the truncated image is real (a symmetric window of a real object's k-space).
+        img = cimg if art.ghost_amp > 0 and art.ghost_shift > 0 else np.ascontiguousarray(cimg.real)
     x = np.linspace(-1.0, 1.0, cols, dtype=np.float32)[None, :]
     y = np.linspace(-1.0, 1.0, rows, dtype=np.float32)[:, None]
     b = acq.bias
     # Posterior spine coil: signal falls off anteriorly (to the image left), plus smooth B1 inhomogeneity.
     log_b = (b[0] * x + b[1] * y + b[2] * x * y + b[3] * (x * x - 0.33) + b[4] * (y * y - 0.33)) + b[5] * (x - 1.0)
     field = np.exp(np.float32(acq.bias_strength) * log_b).astype(np.float32)
-    sig = _blur(img, acq.blur) * field
-    n1 = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(acq.sigma)
-    n2 = rng.standard_normal(img.shape, dtype=np.float32) * np.float32(acq.sigma)
+    if np.iscomplexobj(img):
+        sig = _blur(img.real, acq.blur) * field
+        sig_im = _blur(img.imag, acq.blur) * field
+    else:
+        sig = _blur(img, acq.blur) * field
+        sig_im = None
+    g = g_factor_map(img.shape, art)
+    sd = np.float32(acq.sigma) if g is None else np.float32(acq.sigma) * g
+    n1 = rng.standard_normal(img.shape, dtype=np.float32) * sd
+    n2 = rng.standard_normal(img.shape, dtype=np.float32) * sd
+    if sig_im is not None:
+        n2 = n2 + sig_im
     mag = np.sqrt((sig + n1) ** 2 + n2 * n2) * np.float32(acq.scale)
     return np.clip(np.rint(mag), 0, 4095).astype(np.uint16)
+
+
+def blur_for_thickness(blur: float, slice_thickness_mm: float) -> float:
+    """In-plane blur weight scaled by slice thickness: through-plane partial volume softens oblique edges.
+
+    The scanner's `blur` is its value at the reference 3 mm slice; thicker slices average more of the curved
+    cord and canal across the slab. Capped at 0.25, where the 3-tap kernel is flat.
+    """
+    return float(min(0.25, blur * slice_thickness_mm / REF_SLICE_MM))
 
 
 def sample_acquisition(
     rng: np.random.Generator, *, blur: float, bias_strength: float, snr: float, voxel_mm3: float, scale: float
 ) -> Acquisition:
     """Draw one series' bias field, noise level and gain around a scanner's nominal values."""
-    ref_voxel = 0.75 * 0.75 * 3.0
+    ref_voxel = 0.75 * 0.75 * REF_SLICE_MM
     snr_eff = snr * (voxel_mm3 / ref_voxel) ** 0.5 * rng.uniform(0.85, 1.15)
     bias = (*(float(v) for v in rng.normal(0.0, 0.5, 5)), float(rng.uniform(0.3, 0.7)))
     return Acquisition(
@@ -363,6 +491,52 @@ def sample_acquisition(
         bias_strength=bias_strength,
         sigma=CSF_REF / snr_eff,
         scale=scale * float(rng.uniform(0.9, 1.1)),
+    )
+
+
+def sample_artefacts(
+    rng: np.random.Generator,
+    *,
+    moves: bool,
+    wraps: bool,
+    phase_axis: str,
+    gibbs: float,
+    ghost_amplitude: float,
+    wrap_mm: float,
+    pi_factor: float,
+    g_max: float,
+    n_phase: int,
+    ps: float,
+) -> Artefacts:
+    """Draw one series' artefacts from its own stream; a fixed number of draws whatever the settings.
+
+    Args:
+        rng: the patient's artefact stream (never the pixel-noise stream, so noise draws do not shift).
+        moves: whether this patient moves (ghosts), drawn once per patient.
+        wraps: whether this patient's FOV is too small along the phase axis (wrap), drawn once per patient.
+        phase_axis: "col" (phase encoded along columns: vertical, superior-inferior here) or "row" (horizontal,
+            anterior-posterior), as DICOM's InPlanePhaseEncodingDirection.
+        gibbs: fraction of k-space acquired along each axis (1.0: none).
+        ghost_amplitude: largest ghost amplitude (fraction of signal); a moving patient gets 0.5-1 times it.
+        wrap_mm: largest folded width, mm; a wrapping patient gets 0.4-1 times it.
+        pi_factor: acceleration R.
+        g_max: peak g-factor.
+        n_phase: matrix size along the phase axis.
+        ps: pixel spacing, mm.
+    """
+    amp_scale, wrap_scale, period, phase = rng.uniform(0.5, 1.0), rng.uniform(0.4, 1.0), rng.random(), rng.random()
+    # Ghost spacing N*TR_eff/T_motion: swallowing, breathing and CSF pulsation put ghosts 1/8-1/3 FOV away.
+    shift = round(float(n_phase * (0.125 + (1.0 / 3.0 - 0.125) * period)))
+    ghosts = moves and ghost_amplitude > 0
+    return Artefacts(
+        phase_axis=0 if phase_axis == "col" else 1,
+        kspace_fraction=float(gibbs),
+        ghost_amp=float(ghost_amplitude * amp_scale) if ghosts else 0.0,
+        ghost_shift=shift if ghosts else 0,
+        ghost_phase=float(2.0 * np.pi * phase) if ghosts else 0.0,
+        wrap_px=round(float(wrap_mm * wrap_scale / ps)) if wraps else 0,
+        pi_factor=float(pi_factor),
+        g_max=float(g_max),
     )
 
 
