@@ -517,6 +517,7 @@ class _Writer:
                 slice_thickness_mm=sc.slice_thickness_mm,
                 spacing_mm=spacing,
                 iop=SAGITTAL_IOP,
+                phase_encoding=sc.phase_axis.upper(),  # the axis the scanner's ghosts and wrap were simulated along
             )
             rel_dir = _series_dir(plan, number, desc)
             for k, g in enumerate(plan.geoms):

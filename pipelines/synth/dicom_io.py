@@ -62,6 +62,7 @@ class SeriesInfo:
     slice_thickness_mm: float
     spacing_mm: float
     iop: Sequence[float]
+    phase_encoding: str = "ROW"  # InPlanePhaseEncodingDirection: ROW or COL (the axis motion ghosts and wrap run along)
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,10 @@ def build_dataset(
     ds.DeviceSerialNumber = equip.device_serial
     ds.SoftwareVersions = equip.software_versions
     ds.ProtocolName = series.description
-    ds.AcquisitionMatrix = [0, cols, rows, 0]
-    ds.InPlanePhaseEncodingDirection = "ROW"
+    # AcquisitionMatrix is frequency rows \ frequency columns \ phase rows \ phase columns: phase along the row
+    # direction (ROW) puts the frequency encoding down the columns, and the reverse for COL.
+    ds.AcquisitionMatrix = [rows, 0, 0, cols] if series.phase_encoding == "ROW" else [0, cols, rows, 0]
+    ds.InPlanePhaseEncodingDirection = series.phase_encoding
     ds.FlipAngle = _ds_str(series.flip_angle)
     ds.PatientPosition = "HFS"
     ds.StudyInstanceUID = ident.study_uid

@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pydicom
 import pytest
 
 from pipelines.synth import SynthParams, generate_cohort
@@ -233,3 +235,20 @@ def test_ci_cohort_generates_and_a_setting_changes_one_thing(tmp_path: Path) -> 
     assert changed, "no patient moved in the ci cohort with the shipped motion_ghost_prob"
     assert len(changed) < len(on) / 2
     assert not any("/SE004_" in k for k in changed)  # axial distractors carry no ghosts
+
+
+def test_dicom_names_the_phase_axis_the_artefacts_ran_along(tmp_path: Path) -> None:
+    """InPlanePhaseEncodingDirection (and AcquisitionMatrix) follow each scanner's `phase_axis`."""
+    params = SynthParams()
+    generate_cohort(params, "ci", tmp_path)
+    axis_of = {sc.model: sc.phase_axis.upper() for site in params.sites.values() for sc in site.scanners}
+    cohort = pd.read_csv(tmp_path / "cohort.csv")
+    sagittal = cohort[(cohort["is_distractor"] == 0) & (cohort["series_kind"] == "sag_t2")]
+    seen = set()
+    for row in sagittal.drop_duplicates("model").itertuples():
+        ds = pydicom.dcmread(tmp_path / row.rel_path, stop_before_pixels=True)
+        assert ds.InPlanePhaseEncodingDirection == axis_of[row.model]
+        phase_count = ds.AcquisitionMatrix[3] if axis_of[row.model] == "ROW" else ds.AcquisitionMatrix[2]
+        assert phase_count > 0
+        seen.add(axis_of[row.model])
+    assert seen  # the ci cohort holds at least one sagittal series
