@@ -62,6 +62,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
+# How each `ci_method` is named wherever a CI is shown (the report, `cordwatch score`).
+CI_METHOD_LABELS: dict[str, str] = {
+    "bca": "BCa (bias-corrected and accelerated) patient bootstrap, acceleration from the leave-one-patient-out "
+    "jackknife",
+    "percentile": "percentile patient bootstrap",
+}
 _TIE_RTOL = 1e-12  # |draw - point| within this (relative) counts as a tie: float noise, not a difference
 _NO_DRAWS = "no resample gave a finite value"
 _COLLAPSED = "every resample gave the same value: the CI is a point, not zero uncertainty"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pipelines.evaluate.intervals import CI_METHOD_LABELS
 from pipelines.evaluate.scoring import READER_METRICS_NOTE
 from pipelines.evaluate.study import COMPARISON_NOTES, STUDY
 
@@ -19,11 +20,6 @@ READER_MARK = "†"  # next to every reader mAP50: a single operating point's AP
 CEILING_MARK = "‡"  # next to a CI collapsed at its ceiling (1, or 0.995 for mAP50)
 MAP_CEILING = 0.995  # ultralytics' 101-point AP of a perfect detector: the closing sentinel halves the last step
 
-CI_METHODS = {
-    "bca": "BCa (bias-corrected and accelerated) patient bootstrap, acceleration from the leave-one-patient-out "
-    "jackknife",
-    "percentile": "percentile patient bootstrap",
-}
 CONVENTION_FOOTNOTE = f"{READER_MARK} Reader mAP50: {READER_METRICS_NOTE}"
 CEILING_FOOTNOTE = (
     f"{CEILING_MARK} A CI collapsed at the figure's ceiling: 1 for a proportion (precision, recall, sensitivity, "
@@ -78,6 +74,11 @@ def _mrmc_cell(item: dict[str, Any] | None) -> str:
     return f"{_ci(item, signed=True)}, df {item['df']:.1f}" if not _is_missing(item.get("df")) else _ci(item)
 
 
+def _method_label(metrics: dict[str, Any], key: str) -> str:
+    """How the run's `evaluate.<key>` CIs were computed, in words."""
+    return CI_METHOD_LABELS.get(metrics["params"].get(key, "percentile"), "patient bootstrap")
+
+
 def _headline(metrics: dict[str, Any]) -> list[str]:
     cv = metrics.get("cv", {})
     ext = metrics["sets"].get("external_test", {})
@@ -109,9 +110,8 @@ def _headline(metrics: dict[str, Any]) -> list[str]:
         "| **co-primary, like for like:** model sensitivity minus mid-level sensitivity at their lesion PPV | "
         f"not reported | {_ci(sens_gain, signed=True)}, P {format_p(sens_gain)} |",
         "",
-        f"CIs of a figure: {CI_METHODS.get(metrics['params'].get('ci_method', 'percentile'), 'patient bootstrap')}; "
-        "of a difference and its P value: "
-        f"{CI_METHODS.get(metrics['params'].get('difference_ci_method', 'percentile'), 'patient bootstrap')} "
+        f"CIs of a figure: {_method_label(metrics, 'ci_method')}; of a difference and its P value: "
+        f"{_method_label(metrics, 'difference_ci_method')} "
         "(benchmarks/ci_coverage.py measured which covers better for each); "
         f"{metrics['params']['bootstrap_resamples']} resamples of whole patients (images of one patient move "
         "together), the same resamples for every source, so each difference is paired. mAP50: boxes matched to the "

@@ -22,6 +22,7 @@ from pipelines.evaluate.report import render_markdown
 from pipelines.evaluate.study import evaluate_set
 from pipelines.io import write_atomic, write_json, write_parquet_atomic
 from pipelines.progress import Progress, ProgressFn
+from pipelines.settings import PathsParams
 
 if TYPE_CHECKING:  # the whole params arrive from the caller; importing config at run time would be a cycle
     from pipelines.config import Params
@@ -93,11 +94,12 @@ def evaluate_test_sets(
     return out, predictions
 
 
-def write_evaluation(report_dir: Path, metrics: dict[str, Any], predictions: pd.DataFrame) -> None:
-    """`metrics.json`, `report.md` (the study's table side by side) and `predictions.parquet` in `report_dir`."""
-    write_json(report_dir / "metrics.json", metrics)
-    write_atomic(report_dir / "report.md", render_markdown(metrics, metrics["synthetic"]).encode())
-    write_parquet_atomic(predictions, report_dir / "predictions.parquet")
+def write_evaluation(paths: PathsParams, metrics: dict[str, Any], predictions: pd.DataFrame) -> None:
+    """`metrics.json`, `report.md` (the study's table side by side) and `predictions.parquet` in the evaluation
+    folder."""
+    write_json(paths.evaluation_metrics, metrics)
+    write_atomic(paths.evaluation_report, render_markdown(metrics, metrics["synthetic"]).encode())
+    write_parquet_atomic(predictions, paths.evaluation_dir / "predictions.parquet")
 
 
 def run_evaluate(params: Params, weights: Path | None = None, *, progress: ProgressFn | None = None) -> dict[str, Any]:
@@ -105,5 +107,5 @@ def run_evaluate(params: Params, weights: Path | None = None, *, progress: Progr
     report.md, predictions.parquet, PR curves); return metrics.json's content."""
     runtime.configure_ultralytics(params.paths.state_dir)
     metrics, predictions = evaluate_test_sets(params, weights, progress=progress)
-    write_evaluation(params.paths.evaluation_dir, metrics, predictions)
+    write_evaluation(params.paths, metrics, predictions)
     return metrics

@@ -14,15 +14,10 @@ import numpy as np
 import pandas as pd
 
 from pipelines.contracts import CLASS_NAMES
-from pipelines.evaluate.intervals import Interval
+from pipelines.evaluate.intervals import CI_METHOD_LABELS, Interval
 from pipelines.evaluate.params import EvaluateParams
 from pipelines.evaluate.scoring import METRICS, READER_METRICS_NOTE, BoxFileError, match, validate_boxes
 from pipelines.evaluate.uncertainty import bootstrap
-
-CI_METHOD_LABELS: dict[str, str] = {
-    "bca": "BCa: bias-corrected and accelerated, acceleration from the leave-one-patient-out jackknife",
-    "percentile": "percentile",
-}
 
 # How each figure is labelled in the printed table.
 METRIC_LABELS: dict[str, str] = {
@@ -93,7 +88,7 @@ class ScoreResult:
             f"predictions: {self.pred_path}  [{kind}, {self.n_predictions} boxes]",
             f"reference:   {self.ref_path}  [{refs}]",
             f"images {self.n_images}, clusters {self.n_patients} (by {self.clustered_by}); "
-            f"{pct} CI: patient bootstrap ({CI_METHOD_LABELS[p.ci_method]}), {p.bootstrap_resamples} resamples, "
+            f"{pct} CI: {CI_METHOD_LABELS[p.ci_method]}, {p.bootstrap_resamples} resamples, "
             f"seed {p.bootstrap_seed}",
             f"operating point: score >= {p.operating_conf:g}, IoU >= {p.iou_threshold:.2f}; lesion = compression box",
             "",

@@ -23,7 +23,7 @@ import pandas as pd
 from pipelines.evaluate.intervals import Difference, Interval
 from pipelines.evaluate.mrmc import MRMCResult
 from pipelines.evaluate.params import EvaluateParams
-from pipelines.evaluate.scoring import READER_METRICS_NOTE, Matched, match, same_reference
+from pipelines.evaluate.scoring import READER_METRICS_NOTE, Matched, match
 from pipelines.evaluate.uncertainty import (
     PatientResampling,
     SourceDraws,
@@ -63,10 +63,6 @@ COMPARISON_NOTES = {
 }
 
 
-def _jsonable(item: Interval | Difference) -> dict[str, Any]:
-    return item.to_dict()
-
-
 @dataclass
 class SetEvaluation:
     """Everything measured on one test set."""
@@ -92,14 +88,14 @@ class SetEvaluation:
             "n_patients": self.n_patients,
             "n_images": self.n_images,
             "ci_method": self.ci_method,
-            "model": {k: _jsonable(v) for k, v in self.model.items()},
-            "reader_groups": {g: {k: _jsonable(v) for k, v in m.items()} for g, m in self.groups.items()},
-            "readers": {r: {k: _jsonable(v) for k, v in m.items()} for r, m in self.readers.items()},
+            "model": {k: v.to_dict() for k, v in self.model.items()},
+            "reader_groups": {g: {k: v.to_dict() for k, v in m.items()} for g, m in self.groups.items()},
+            "readers": {r: {k: v.to_dict() for k, v in m.items()} for r, m in self.readers.items()},
             "reader_levels": self.reader_levels,
-            "model_minus_group": {g: _jsonable(d) for g, d in self.model_minus_group.items()},
+            "model_minus_group": {g: d.to_dict() for g, d in self.model_minus_group.items()},
             "mrmc": {g: _mrmc_json(r) for g, r in self.mrmc.items()},
             "operating_point_comparison": {
-                src: {k: _jsonable(v) for k, v in figs.items()} for src, figs in self.operating_points.items()
+                src: {k: v.to_dict() for k, v in figs.items()} for src, figs in self.operating_points.items()
             },
             "notes": {"reader_map50": READER_METRICS_NOTE, **COMPARISON_NOTES},
             "subgroups": self.subgroups.replace({np.nan: None}).to_dict("records"),
@@ -160,7 +156,6 @@ def evaluate_set(
         for reader in reader_ids:
             boxes = ann.loc[ann["reader_id"] == reader, ["image_id", "label", "x_min", "y_min", "x_max", "y_max"]]
             m = match(boxes.reset_index(drop=True), ref, patient_of)  # no score column: a reader, every box 1.0
-            same_reference(model_m, m)
             result.matched[reader] = m
             result.reader_levels[reader] = group
             draws = resampling.score(m, conf, iou_index)

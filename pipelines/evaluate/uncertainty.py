@@ -23,6 +23,7 @@ the resamples where the class exists (`n_valid`).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,6 +146,17 @@ class PatientResampling:
     def n_patients(self) -> int:
         return int(self.patient_ids.size)
 
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """(1 + B + P, P) weight rows: the sample, each bootstrap resample, each jackknife sample (built once, shared
+        by every source scored on these resamples)."""
+        return np.vstack([np.ones((1, self.n_patients)), self.weights, self.jackknife])
+
+    def split(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values computed on `rows`, split into (sample, bootstrap resamples, jackknife samples)."""
+        b = self.weights.shape[0]
+        return values[0], values[1 : 1 + b], values[1 + b :]
+
     def columns(self, m: Matched) -> np.ndarray:
         """Position of each of `m`'s patients among ours."""
         ids = self.patient_ids.astype(str)
@@ -157,11 +169,8 @@ class PatientResampling:
 
     def score(self, m: Matched, conf: float, iou_index: int, ap50_only: bool = False) -> SourceDraws:
         """Every METRICS figure of `m` on the sample, each resample and each jackknife sample (one batched call)."""
-        idx = self.columns(m)
-        rows = np.vstack([np.ones((1, self.n_patients)), self.weights, self.jackknife])[:, idx]
-        values = score_resamples(m, rows, conf, iou_index, ap50_only)
-        b = self.weights.shape[0]
-        return SourceDraws(METRICS, values[0], values[1 : 1 + b], values[1 + b :])
+        values = score_resamples(m, self.rows[:, self.columns(m)], conf, iou_index, ap50_only)
+        return SourceDraws(METRICS, *self.split(values))
 
 
 def operating_point_draws(
@@ -171,11 +180,9 @@ def operating_point_draws(
     resample re-finds the reader's operating point and the model's matched threshold."""
     same_reference(model, reader)
     im, ir = resampling.columns(model), resampling.columns(reader)
-    rows = np.vstack([np.ones((1, resampling.n_patients)), resampling.weights, resampling.jackknife])
+    rows = resampling.rows
     values = np.array([operating_points_for(model, reader, w[im], w[ir], conf, iou_index) for w in rows])
-    values = values.reshape(len(rows), len(OPERATING_POINT_KEYS))
-    b = resampling.weights.shape[0]
-    return SourceDraws(OPERATING_POINT_KEYS, values[0], values[1 : 1 + b], values[1 + b :])
+    return SourceDraws(OPERATING_POINT_KEYS, *resampling.split(values.reshape(len(rows), len(OPERATING_POINT_KEYS))))
 
 
 def operating_point_figures(d: SourceDraws, params: EvaluateParams) -> dict[str, Interval | Difference]:
