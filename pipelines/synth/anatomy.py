@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.synth.params import LEVEL_NAMES, AnatomyParams
+from pipelines.synth.params import LEVEL_NAMES, LOOKALIKE_NAMES, AnatomyParams
 
 # Bodies, head to feet. Index 0 is the dens (odontoid peg, fused to C2 with no disc below it).
 BODY_NAMES: tuple[str, ...] = ("dens", "C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2", "T3")
@@ -23,15 +23,24 @@ _DISC_HEIGHT = np.array([4.5, 5.0, 5.5, 5.8, 5.6, 5.0, 4.5, 4.5])
 N_LEVELS = len(LEVEL_NAMES)
 N_DISCS = len(_DISC_HEIGHT)
 
-# Severity bands, as fractions: mild = share of the CSF gap effaced; moderate/severe = share of cord thickness
-# indented beyond the gap. Normal levels may bulge but never past this share of the gap.
+# Severity bands on the mid-sagittal plane, as fractions: mild (Kang 1) = share of the CSF gap in front of (or
+# behind) the cord effaced; moderate/severe (Kang 2/3) = share of cord thickness indented beyond the gap. Plain
+# normal levels bulge up to "none"; look-alikes reach up to LOOKALIKE_BULGE, just short of grade 1: the
+# difference between a bulge that touches the sac and one that effaces the CSF over the cord is what readers
+# (and the detector) have to see.
 SEVERITY_BANDS: dict[str, tuple[float, float]] = {
     "none": (0.0, 0.30),
     "mild": (0.55, 0.95),
     "moderate": (0.08, 0.25),
     "severe": (0.30, 0.50),
 }
+LOOKALIKE_BULGE: dict[str, tuple[float, float]] = {
+    "touching_bulge": (0.30, 0.50),
+    "wide_canal_bulge": (0.35, 0.50),
+    "dark_disc": (0.0, 0.15),
+}
 SEVERITY_RANK: dict[str, int] = {"none": 0, "mild": 1, "moderate": 2, "severe": 3}
+GRADE_OF = SEVERITY_RANK  # Kang grade of a severity name
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,17 @@ class Anatomy:
         midline_x: patient mid-sagittal plane, scanner left-right mm.
         t_fm: foramen magnum level.
         prevert, neck_post: soft-tissue thickness scalars.
+        lookalike: per labelled level, a non-compressive sign that resembles compression, or "none" (always
+            "none" at a compressed level).
+        canal_class, curvature: the patient's congenital canal size and sagittal alignment (for reports).
+        lat_w: per disc, lateral half-width (mm) of its protrusion: a slice this far off the midline sees about
+            a third of it, so compression is harder to see on parasagittal slices.
+        cord_enlarge: relative thickening of the cord at the cervical enlargement (C5-C6).
+        marrow: per body, marrow signal factor (heterogeneous fatty / red marrow).
+        modic: per disc, endplate marrow signal change (0: none) beside degenerated discs.
+        vein: per labelled level, AP thickness (share of the anterior CSF gap) of a prominent epidural vein.
+        flow_void: per labelled level, depth (0..1) of CSF pulsation signal loss behind the cord.
+        age_years: the patient's age (drives degeneration and height loss).
     """
 
     body_top: np.ndarray
@@ -80,6 +100,25 @@ class Anatomy:
     t_fm: float
     prevert: float
     neck_post: float
+    lookalike: tuple[str, ...]
+    canal_class: str
+    curvature: str
+    lat_w: np.ndarray
+    cord_enlarge: float
+    marrow: np.ndarray
+    modic: np.ndarray
+    vein: np.ndarray
+    flow_void: np.ndarray
+    age_years: int
+
+    @property
+    def grades(self) -> tuple[int, ...]:
+        """Kang grade (0-3) of each labelled level."""
+        return tuple(GRADE_OF[s] for s in self.severity)
+
+    def labelled_compressed(self, min_grade: int) -> tuple[bool, ...]:
+        """Whether each labelled level is labelled `compression` when grades from `min_grade` count."""
+        return tuple(g >= min_grade for g in self.grades)
 
     @property
     def n_compressed(self) -> int:
@@ -115,16 +154,25 @@ def _choice(rng: np.random.Generator, probs: dict[str, float] | tuple[float, ...
     return int(rng.choice(len(p), p=p / p.sum()))
 
 
-def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: float) -> Anatomy:
-    """Draw one patient: body sizes, canal and cord, curvature, and which levels are compressed how badly.
+def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: float, age_years: int = 55) -> Anatomy:
+    """Draw one patient: body sizes, canal and cord, curvature, which levels are compressed how badly (Kang
+    grade and cause), look-alikes at normal levels, and marrow texture.
 
     Args:
         rng: the patient's anatomy stream.
         params: anatomy and compression rates.
         prevalence: probability that this patient has at least one compressed level (site-specific).
+        age_years: the patient's age: older spines have more degenerated, thinner discs and lower bodies.
     """
+    decades = (age_years - 50) / 10.0
     scale = rng.uniform(0.92, 1.08)
-    degeneration = np.clip(rng.beta(1.2, 3.0, N_DISCS) + (rng.random(N_DISCS) < params.degeneration_prob) * 0.4, 0, 1)
+    degeneration = np.clip(
+        rng.beta(1.2, 3.0, N_DISCS)
+        + (rng.random(N_DISCS) < params.degeneration_prob) * 0.4
+        + params.degeneration_per_decade * decades,
+        0,
+        1,
+    )
 
     severity = ["none"] * N_LEVELS
     mechanism = ["none"] * N_LEVELS
@@ -144,7 +192,51 @@ def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: 
     amount = rng.random(N_LEVELS)
     edema_len = np.array([rng.uniform(3.5, 7.5) if s == "severe" else 0.0 for s in severity])
 
-    body_h = _BODY_HEIGHT * scale * rng.uniform(0.95, 1.05, len(_BODY_HEIGHT))
+    canal_names = list(params.canal_class_probs)
+    canal_class = canal_names[_choice(rng, params.canal_class_probs)]
+    curv_names = list(params.curvature_probs)
+    curvature = curv_names[_choice(rng, params.curvature_probs)]
+    mean_c, sd_c = params.curvature_mm[curvature]  # type: ignore[index]
+    lordosis = float(np.clip(rng.normal(mean_c, sd_c), -12.0, 20.0))
+
+    # Look-alikes at normal levels: one categorical draw per level (fixed number of draws); a big bulge in a wide
+    # canal only where the canal is wide.
+    lookalike = ["none"] * N_LEVELS
+    vein = np.zeros(N_LEVELS)
+    flow_void = np.zeros(N_LEVELS)
+    la_u, la_amt = rng.random(N_LEVELS), rng.random(N_LEVELS)
+    for k in range(N_LEVELS):
+        if severity[k] != "none":
+            continue
+        if canal_class == "wide" and la_u[k] < params.lookalike_probs["wide_canal_bulge"]:
+            lookalike[k] = "wide_canal_bulge"
+            continue
+        acc = 0.0
+        for kind in LOOKALIKE_NAMES:
+            if kind == "wide_canal_bulge":
+                continue
+            acc += params.lookalike_probs[kind]  # type: ignore[index]
+            if la_u[k] < acc:
+                lookalike[k] = kind
+                break
+        if lookalike[k] == "epidural_vein":
+            vein[k] = 0.45 + 0.4 * la_amt[k]
+        elif lookalike[k] == "flow_void":
+            flow_void[k] = 0.5 + 0.4 * la_amt[k]
+        elif lookalike[k] == "dark_disc":
+            degeneration[k] = 0.85 + 0.15 * la_amt[k]
+        if lookalike[k] in LOOKALIKE_BULGE:
+            lo, hi = LOOKALIKE_BULGE[lookalike[k]]
+            amount[k] = (lo + (hi - lo) * la_amt[k]) / SEVERITY_BANDS["none"][1]  # see `protrusions`
+            degeneration[k] = max(degeneration[k], 0.4 + 0.3 * la_amt[k])
+    for k in range(N_LEVELS):
+        if lookalike[k] == "wide_canal_bulge":
+            lo, hi = LOOKALIKE_BULGE["wide_canal_bulge"]
+            amount[k] = (lo + (hi - lo) * la_amt[k]) / SEVERITY_BANDS["none"][1]
+            degeneration[k] = max(degeneration[k], 0.4 + 0.3 * la_amt[k])
+
+    loss = params.height_loss_per_decade * max(decades, 0.0)
+    body_h = _BODY_HEIGHT * scale * rng.uniform(0.95, 1.05, len(_BODY_HEIGHT)) * (1.0 - loss * rng.uniform(0.5, 1.5))
     disc_h = _DISC_HEIGHT * scale * rng.uniform(0.9, 1.1, N_DISCS) * (1.0 - 0.35 * degeneration)
     body_top = np.empty(len(body_h))
     body_bot = np.empty(len(body_h))
@@ -156,10 +248,15 @@ def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: 
         t = body_bot[b] + (disc_h[b - 1] if 1 <= b <= N_DISCS else -1.0)
     disc_t = (body_bot[1:-1] + body_top[2:]) / 2.0
 
-    lo_c, hi_c = params.canal_radius_mm
+    lo_c, hi_c = params.canal_radius_mm[canal_class]  # type: ignore[index]
     lo_r, hi_r = params.cord_radius_mm
-    mean_l, sd_l = params.lordosis_mm
+    lo_w, hi_w = params.protrusion_width_mm
+    lo_e, hi_e = params.cord_enlargement
     t_mid = float((body_top[1] + body_bot[7]) / 2.0)
+    marrow = np.clip(1.0 + rng.normal(0.0, params.marrow_heterogeneity, len(_BODY_HEIGHT)), 0.6, 1.5)
+    modic = np.where(
+        (rng.random(N_DISCS) < params.modic_prob) & (degeneration > 0.5), rng.uniform(0.2, 0.5, N_DISCS), 0.0
+    )
     return Anatomy(
         body_top=body_top,
         body_bot=body_bot,
@@ -169,7 +266,7 @@ def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: 
         canal_r=float(rng.uniform(lo_c, hi_c)),
         cord_r=float(rng.uniform(lo_r, hi_r)),
         cord_c=float(rng.uniform(-0.6, 0.3)),
-        lordosis=float(np.clip(rng.normal(mean_l, sd_l), -6.0, 20.0)),
+        lordosis=lordosis,
         lordosis_w=float(rng.uniform(55.0, 80.0)),
         tilt=float(rng.normal(0.0, 0.06)),
         t_mid=t_mid,
@@ -184,6 +281,16 @@ def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: 
         t_fm=float(body_top[0] - rng.uniform(3.0, 6.0)),
         prevert=float(rng.uniform(3.0, 6.0)),
         neck_post=float(rng.uniform(62.0, 80.0)),
+        lookalike=tuple(lookalike),
+        canal_class=canal_class,
+        curvature=curvature,
+        lat_w=rng.uniform(lo_w, hi_w, N_DISCS),
+        cord_enlarge=float(rng.uniform(lo_e, hi_e)),
+        marrow=marrow,
+        modic=modic,
+        vein=vein,
+        flow_void=flow_void,
+        age_years=int(age_years),
     )
 
 
@@ -196,15 +303,29 @@ def lateral_factor(x_lat: float, half_width: float) -> float:
     return float(np.sqrt(1.0 - r * r))
 
 
-def protrusions(anat: Anatomy, canal_r: np.ndarray, cord_r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Anterior and posterior canal-wall protrusion (mm into the canal) per disc.
+def lateral_visibility(anat: Anatomy, x_lat: float) -> np.ndarray:
+    """Share (0..1] of each disc's midline protrusion seen by a slice `x_lat` mm off the mid-sagittal plane.
 
-    Deriving millimetres from the slice's own canal and cord size at each disc keeps the visible severity
-    equal to the label on every slice: mild effaces CSF only, moderate indents the cord, severe deforms it.
+    A central protrusion or ligament fold is a few millimetres wide, narrower than the canal: a parasagittal
+    slice cuts its flank (partial volume), so the canal looks less narrowed there than on the midline.
+    """
+    return np.exp(-((x_lat / anat.lat_w) ** 2))
+
+
+def protrusions(
+    anat: Anatomy, canal_r: np.ndarray, cord_r: np.ndarray, x_lat: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anterior and posterior canal-wall protrusion (mm into the canal) per disc on a slice `x_lat` mm off the midline.
+
+    Millimetres are set on the mid-sagittal plane from the midline canal and cord size at each disc, so on the
+    midline the visible sign equals the grade: mild effaces CSF only, moderate indents the cord, severe deforms
+    it. Off the midline the protrusion shrinks by `lateral_visibility`, while the label (read by the expert on
+    the whole series) does not: a grade-1 level can look like a touching bulge on a parasagittal slice.
 
     Args:
         anat: the patient.
-        canal_r, cord_r: half AP diameters of canal and cord at each disc on this slice, shape (N_DISCS,).
+        canal_r, cord_r: midline half AP diameters of canal and cord at each disc, shape (N_DISCS,).
+        x_lat: the slice's distance from the mid-sagittal plane, mm.
     """
     ant = np.zeros(N_DISCS)
     post = np.zeros(N_DISCS)
@@ -213,10 +334,12 @@ def protrusions(anat: Anatomy, canal_r: np.ndarray, cord_r: np.ndarray) -> tuple
         gap_p = max(float(canal_r[k] - cord_r[k]) - anat.cord_c, 0.3)
         thick = 2.0 * float(cord_r[k])
         if k >= N_LEVELS or anat.severity[k] == "none":
-            # Non-compressive bulges and ligament thickening: "any bump = compression" must not hold.
+            # Non-compressive bulges and ligament thickening: "any bump = compression" must not hold. Look-alike
+            # bulges set `amount` above 1 (see sample_anatomy) to reach just short of grade 1.
             u = anat.amount[k] if k < N_LEVELS else 0.5
-            ant[k] = gap_a * SEVERITY_BANDS["none"][1] * u * anat.degeneration[k]
-            post[k] = gap_p * 0.15 * (1.0 - u)
+            deg = 1.0 if k < N_LEVELS and anat.lookalike[k] in LOOKALIKE_BULGE else anat.degeneration[k]
+            ant[k] = gap_a * SEVERITY_BANDS["none"][1] * u * deg
+            post[k] = gap_p * 0.15 * (1.0 - min(u, 1.0))
             continue
         lo, hi = SEVERITY_BANDS[anat.severity[k]]
         f = lo + (hi - lo) * anat.amount[k]
@@ -235,4 +358,5 @@ def protrusions(anat: Anatomy, canal_r: np.ndarray, cord_r: np.ndarray) -> tuple
         else:
             ant[k] = amt_a
             post[k] = gap_p * 0.1
-    return ant, post
+    vis = lateral_visibility(anat, x_lat)
+    return ant * vis, post * vis

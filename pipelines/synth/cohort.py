@@ -41,13 +41,14 @@ from pipelines.synth.dicom_io import (
     write_text_atomic,
 )
 from pipelines.synth.params import LEVEL_NAMES, ScannerParams, SiteParams, SynthParams, SynthProfile
-from pipelines.synth.readers import ANNOTATION_HEADER, read_image
+from pipelines.synth.readers import ANNOTATION_HEADER, level_ambiguity, read_image
 from pipelines.synth.render import (
     SliceGeometry,
     acquire,
     blur_for_thickness,
     frame_to_pixels,
     level_boxes,
+    nominal_snr,
     render_axial,
     render_sagittal,
     sample_acquisition,
@@ -72,6 +73,13 @@ COHORT_HEADER: tuple[str, ...] = (
     "pixel_spacing",
     "compressed_levels",
     "rel_path",
+    "grades",
+    "lookalikes",
+    "slice_offset_mm",
+    "motion",
+    "wrap",
+    "canal",
+    "curvature",
 )
 README_NAME = "SYNTHETIC_DATA_README.txt"
 
@@ -275,7 +283,7 @@ def plan_patient(params: SynthParams, profile: str, site: str, index: int, n_sli
         return _rng(params.seed, pkey, site_idx, index, s)
 
     ident = _identity(stream(_S_IDENTITY), params, site_p, site_idx, index, root)
-    anat = sample_anatomy(stream(_S_ANATOMY), params.anatomy, site_p.compression_prevalence)
+    anat = sample_anatomy(stream(_S_ANATOMY), params.anatomy, site_p.compression_prevalence, ident.age_years)
 
     rng = stream(_S_SCANNER)
     w = np.array([s.weight for s in site_p.scanners], dtype=float)
@@ -355,16 +363,46 @@ def iter_plans(
             yield plan_patient(params, profile, site, i, int(counts[i]))
 
 
+def artefact_stream(params: SynthParams, profile: str, plan: PatientPlan) -> tuple[np.random.Generator, bool, bool]:
+    """The patient's artefact stream after its two per-patient draws: whether they move (ghosts) and wrap."""
+    rng = _rng(params.seed, profile_key(profile), plan.site_idx, plan.index, _S_ARTEFACT)
+    sc = plan.scanner
+    moves, wraps = bool(rng.random() < sc.motion_ghost_prob), bool(rng.random() < sc.wrap_prob)
+    return rng, moves, wraps
+
+
+def series_snr(plan: PatientPlan) -> float:
+    """Nominal CSF SNR of the patient's sagittal T2 series (before the per-series draw)."""
+    return nominal_snr(plan.scanner.snr, plan.geoms[0].ps ** 2 * plan.scanner.slice_thickness_mm)
+
+
 def annotate(params: SynthParams, profile: str, plan: PatientPlan) -> list[tuple[object, ...]]:
     """All readers' annotation rows for one patient's sagittal T2 images (no pixels needed)."""
     pkey = profile_key(profile)
     rngs = [_rng(params.seed, pkey, plan.site_idx, plan.index, READER_STREAM + r) for r in range(len(params.readers))]
+    _, moves, _ = artefact_stream(params, profile, plan)
+    snr = series_snr(plan)
+    anat = plan.anat
     rows: list[tuple[object, ...]] = []
     for k, g in enumerate(plan.geoms):
-        boxes = level_boxes(plan.anat, g)
+        boxes = level_boxes(anat, g)
         sop = plan.sop_uid("sag_t2", k)
+        amb = level_ambiguity(anat, g.x_lat, snr, moves)
         for reader, rng in zip(params.readers, rngs, strict=True):
-            rows.extend(read_image(reader, rng, sop, boxes, plan.anat.severity, g.cols, g.rows))
+            rows.extend(
+                read_image(
+                    reader,
+                    rng,
+                    sop,
+                    boxes,
+                    anat.severity,
+                    anat.lookalike,
+                    amb,
+                    params.compression_min_grade,
+                    g.cols,
+                    g.rows,
+                )
+            )
     return rows
 
 
@@ -419,6 +457,7 @@ class _Writer:
             n_comp: int,
             levels: tuple[str, ...],
             rel_path: str,
+            x_lat: float | None,
         ) -> list[object]:
             worst = max(
                 (anat.severity[LEVEL_NAMES.index(lv)] for lv in levels),
@@ -442,6 +481,13 @@ class _Writer:
                 f"{ps:.4f}",
                 ";".join(levels),
                 rel_path,
+                ";".join(str(v) for v in anat.grades),
+                ";".join(anat.lookalike),
+                "" if x_lat is None else f"{x_lat:.2f}",
+                int(moves),
+                int(wraps),
+                anat.canal_class,
+                anat.curvature,
             ]
 
         series_specs: list[tuple[str, int, str, float, float, int, str, str, float]] = [
@@ -476,8 +522,8 @@ class _Writer:
         n_images = n_distractor = 0
         voxel = plan.geoms[0].ps ** 2 * sc.slice_thickness_mm
         # Artefacts: whether the patient moves or wraps is drawn once per patient; amounts per sagittal series.
-        art_rng = _rng(params.seed, pkey, plan.site_idx, plan.index, _S_ARTEFACT)
-        moves, wraps = bool(art_rng.random() < sc.motion_ghost_prob), bool(art_rng.random() < sc.wrap_prob)
+        art_rng, moves, wraps = artefact_stream(params, self.profile, plan)
+        labelled = anat.labelled_compressed(params.compression_min_grade)
         g0 = plan.geoms[0]
         for kind, number, desc, tr, te, etl, seq, variant, flip in series_specs:
             values = tissue_signal(tr, te, fs)
@@ -538,10 +584,8 @@ class _Writer:
                     pixels,
                 )
                 present = ~np.isnan(level_boxes(anat, g)).any(axis=1)
-                levels = tuple(
-                    lv for lv, s, p in zip(LEVEL_NAMES, anat.severity, present, strict=True) if s != "none" and p
-                )
-                cohort_rows.append(cohort_row(sop, kind, desc, g.rows, g.cols, g.ps, len(levels), levels, rel))
+                levels = tuple(lv for lv, c, p in zip(LEVEL_NAMES, labelled, present, strict=True) if c and p)
+                cohort_rows.append(cohort_row(sop, kind, desc, g.rows, g.cols, g.ps, len(levels), levels, rel, g.x_lat))
                 if kind == "sag_t2":
                     n_images += 1
                 else:
@@ -582,6 +626,8 @@ class _Writer:
             iop=AXIAL_IOP,
         )
         rel_dir = _series_dir(plan, _SERIES_AX, dp.axial_t2_description)
+        labelled = anat.labelled_compressed(params.compression_min_grade)
+        all_levels = tuple(lv for lv, c in zip(LEVEL_NAMES, labelled, strict=True) if c)
         for k, level in enumerate(plan.axial_levels):
             # The slice sits at the disc's height in the sagittal frame of reference (same session).
             _, y_pix = frame_to_pixels(anat, g0, np.array([anat.disc_t[level]]), np.array([0.0]))
@@ -614,9 +660,10 @@ class _Writer:
                     matrix,
                     matrix,
                     ps,
-                    anat.n_compressed,
-                    anat.compressed_levels,
+                    len(all_levels),
+                    all_levels,
                     rel,
+                    None,
                 )
             )
         return len(plan.axial_levels)

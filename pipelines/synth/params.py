@@ -98,8 +98,19 @@ class SliceParams(StrictModel):
     midline_jitter_mm: float = Field(1.5, ge=0)
 
 
+LookAlike = Literal["touching_bulge", "wide_canal_bulge", "dark_disc", "epidural_vein", "flow_void"]
+LOOKALIKE_NAMES: tuple[str, ...] = ("touching_bulge", "wide_canal_bulge", "dark_disc", "epidural_vein", "flow_void")
+CanalClass = Literal["narrow", "normal", "wide"]
+Curvature = Literal["lordosis", "straight", "kyphosis"]
+
+
 class AnatomyParams(StrictModel):
-    """Patient anatomy and where, how and how badly the cord is compressed."""
+    """Patient anatomy, where and how badly the cord is compressed (Kang grades), and what only looks like it.
+
+    Grades follow Kang et al. (Spine 2011), named as the annotations' severity column: mild = grade 1 (CSF
+    effaced over the cord, no cord deformity), moderate = grade 2 (cord deformed), severe = grade 3 (cord
+    deformed with intramedullary T2 hyperintensity); none = grade 0.
+    """
 
     n_levels_probs: tuple[float, float, float, float] = (0.45, 0.30, 0.17, 0.08)
     level_probs: tuple[float, float, float, float, float, float] = (0.03, 0.17, 0.25, 0.33, 0.18, 0.04)
@@ -110,11 +121,36 @@ class AnatomyParams(StrictModel):
         default_factory=lambda: {"disc": 0.60, "osteophyte": 0.25, "ligamentum_flavum": 0.15}
     )
     pincer_prob_severe: float = Field(0.3, ge=0, le=1)
-    canal_radius_mm: tuple[float, float] = (6.0, 7.5)
+    canal_class_probs: dict[CanalClass, float] = Field(
+        default_factory=lambda: {"narrow": 0.15, "normal": 0.70, "wide": 0.15}
+    )
+    canal_radius_mm: dict[CanalClass, tuple[float, float]] = Field(
+        default_factory=lambda: {"narrow": (5.0, 5.9), "normal": (6.0, 7.5), "wide": (7.6, 8.8)}
+    )
     cord_radius_mm: tuple[float, float] = (3.5, 4.2)
-    lordosis_mm: tuple[float, float] = (8.0, 5.0)
+    cord_enlargement: tuple[float, float] = (0.05, 0.15)
+    curvature_probs: dict[Curvature, float] = Field(
+        default_factory=lambda: {"lordosis": 0.60, "straight": 0.25, "kyphosis": 0.15}
+    )
+    curvature_mm: dict[Curvature, tuple[float, float]] = Field(
+        default_factory=lambda: {"lordosis": (9.0, 3.0), "straight": (0.0, 1.5), "kyphosis": (-6.0, 2.0)}
+    )
     age_years: tuple[int, int] = (30, 82)
     degeneration_prob: float = Field(0.35, ge=0, le=1)
+    degeneration_per_decade: float = Field(0.06, ge=0, le=0.3)
+    height_loss_per_decade: float = Field(0.015, ge=0, le=0.1)
+    marrow_heterogeneity: float = Field(0.12, ge=0, le=0.5)
+    modic_prob: float = Field(0.3, ge=0, le=1)
+    protrusion_width_mm: tuple[float, float] = (4.0, 9.0)
+    lookalike_probs: dict[LookAlike, float] = Field(
+        default_factory=lambda: {
+            "touching_bulge": 0.12,
+            "wide_canal_bulge": 0.40,
+            "dark_disc": 0.08,
+            "epidural_vein": 0.05,
+            "flow_void": 0.06,
+        }
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> AnatomyParams:
@@ -122,17 +158,34 @@ class AnatomyParams(StrictModel):
             raise ValueError("severity_probs needs exactly mild, moderate, severe")
         if set(self.mechanism_probs) != {"disc", "osteophyte", "ligamentum_flavum"}:
             raise ValueError("mechanism_probs needs exactly disc, osteophyte, ligamentum_flavum")
+        for name, table in (("canal_class_probs", self.canal_class_probs), ("canal_radius_mm", self.canal_radius_mm)):
+            if set(table) != {"narrow", "normal", "wide"}:
+                raise ValueError(f"{name} needs exactly narrow, normal, wide")
+        for name, table in (("curvature_probs", self.curvature_probs), ("curvature_mm", self.curvature_mm)):
+            if set(table) != {"lordosis", "straight", "kyphosis"}:
+                raise ValueError(f"{name} needs exactly lordosis, straight, kyphosis")
+        if set(self.lookalike_probs) != set(LOOKALIKE_NAMES):
+            raise ValueError(f"lookalike_probs needs exactly {', '.join(LOOKALIKE_NAMES)}")
+        plain = sum(v for k, v in self.lookalike_probs.items() if k != "wide_canal_bulge")
+        if plain > 1.0 or self.lookalike_probs["wide_canal_bulge"] > 1.0:
+            raise ValueError("lookalike_probs are per normal level: the kinds other than wide_canal_bulge sum to <= 1")
+        for lo, hi in self.canal_radius_mm.values():
+            if not 0 < lo <= hi:
+                raise ValueError("canal_radius_mm ranges need 0 < low <= high")
         return self
 
 
 class ReaderParams(StrictModel):
-    """One simulated physician: box jitter, missed compressions, overcalled normal levels, skipped levels."""
+    """One simulated physician: box jitter, missed compressions, overcalls, skipped levels, and how ambiguity
+    (an off-midline slice, a noisy or moving scan) raises their misses."""
 
     reader_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     level: Literal["expert", "mid", "junior"]
     box_jitter: float = Field(0.01, ge=0, le=0.5)
     miss_rate: dict[Severity, float] = Field(default_factory=lambda: {"mild": 0.0, "moderate": 0.0, "severe": 0.0})
     false_positive_rate: float = Field(0.0, ge=0, le=1)
+    lookalike_fp_rate: float = Field(0.0, ge=0, le=1)
+    ambiguity_miss_factor: float = Field(0.0, ge=0, le=10)
     omit_rate: float = Field(0.0, ge=0, le=1)
 
 
@@ -157,8 +210,10 @@ def _default_readers() -> list[ReaderParams]:
                 reader_id=f"mid_{k}",
                 level="mid",
                 box_jitter=0.10,
-                miss_rate={"mild": 0.25, "moderate": 0.04, "severe": 0.0},
-                false_positive_rate=0.012,
+                miss_rate={"mild": 0.13, "moderate": 0.025, "severe": 0.0},
+                false_positive_rate=0.004,
+                lookalike_fp_rate=0.07,
+                ambiguity_miss_factor=1.0,
                 omit_rate=0.003,
             )
             for k in (1, 2)
@@ -168,8 +223,10 @@ def _default_readers() -> list[ReaderParams]:
                 reader_id=f"junior_{k}",
                 level="junior",
                 box_jitter=0.11,
-                miss_rate={"mild": 0.33, "moderate": 0.06, "severe": 0.01},
-                false_positive_rate=0.018,
+                miss_rate={"mild": 0.20, "moderate": 0.05, "severe": 0.01},
+                false_positive_rate=0.008,
+                lookalike_fp_rate=0.12,
+                ambiguity_miss_factor=1.0,
                 omit_rate=0.005,
             )
             for k in (1, 2)
@@ -344,6 +401,7 @@ class SynthParams(StrictModel):
     """The `synth:` section: seed, size profiles, sites and scanners, anatomy, readers and distractors."""
 
     seed: int = Field(20260301, ge=0)
+    compression_min_grade: int = Field(1, ge=1, le=3)
     profiles: dict[str, SynthProfile] = Field(default_factory=_default_profiles)
     sites: dict[str, SiteParams] = Field(default_factory=_default_sites)
     slices: SliceParams = Field(default_factory=SliceParams)

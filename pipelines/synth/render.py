@@ -138,17 +138,23 @@ def _ellipse(t: np.ndarray, d: np.ndarray, ct: float, cd: float, rt: float, rd: 
     return ((q - 1.0) * min(rt, rd)).astype(np.float32, copy=False)
 
 
-def _bone(cv: _Canvas, sdf: np.ndarray, weight: np.ndarray | float = 1.0, cortex_mm: float = 1.0) -> None:
-    """Cortical shell (dark) with marrow inside, from one signed distance."""
+def _bone(
+    cv: _Canvas,
+    sdf: np.ndarray,
+    weight: np.ndarray | float = 1.0,
+    cortex_mm: float = 1.0,
+    marrow: np.ndarray | None = None,
+) -> None:
+    """Cortical shell (dark) with marrow inside, from one signed distance; `marrow` overrides its signal."""
     cv.paint(sdf, "cortex", weight)
-    cv.paint(sdf + np.float32(cortex_mm), "marrow", weight)
+    cv.paint(sdf + np.float32(cortex_mm), "marrow" if marrow is None else marrow, weight)
 
 
 def canal_profile(anat: Anatomy, t: np.ndarray | float, x_lat: float) -> tuple[np.ndarray, np.ndarray]:
     """Canal and cord half AP diameters along `t` on a slice `x_lat` mm off the midline.
 
     The canal widens at C1-C2 and into the cisterns above the foramen magnum; the cord widens into the
-    medulla.
+    medulla and, less, at the cervical enlargement.
     """
     t = np.asarray(t, dtype=np.float32)
     canal = (
@@ -156,7 +162,9 @@ def canal_profile(anat: Anatomy, t: np.ndarray | float, x_lat: float) -> tuple[n
         * lateral_factor(x_lat, 12.0)
         * (1.0 + 0.25 * _sig((anat.body_bot[1] - t) / 6.0) + 0.5 * _sig((anat.t_fm - t) / 6.0))
     )
-    cord = anat.cord_r * lateral_factor(x_lat, 6.5) * (1.0 + 0.7 * _sig((anat.t_fm - 10.0 - t) / 6.0))
+    # The cord thickens into the medulla above and at the cervical enlargement (C5-C6), a little below C4-5.
+    enlarge = anat.cord_enlarge * np.exp(-(((t - float(anat.disc_t[3]) + 4.0) / 16.0) ** 2))
+    cord = anat.cord_r * lateral_factor(x_lat, 6.5) * (1.0 + 0.7 * _sig((anat.t_fm - 10.0 - t) / 6.0) + enlarge)
     return canal.astype(np.float32), cord.astype(np.float32)
 
 
@@ -227,7 +235,7 @@ def render_sagittal(anat: Anatomy, g: SliceGeometry, values: dict[str, float]) -
     _bone(cv, sp, midline)
 
     # Discs fill the anterior column; their posterior margin is the (possibly protruding) anterior canal wall.
-    ant_amp, post_amp = protrusions(anat, *canal_profile(anat, anat.disc_t, g.x_lat))
+    ant_amp, post_amp = protrusions(anat, *canal_profile(anat, anat.disc_t, 0.0), g.x_lat)
     bounds = centres[1:-1]  # disc k sits between body centres k+1 and k+2
     kd = np.clip(np.searchsorted(bounds.astype(np.float32), t), 0, N_DISCS - 1)
     mech = [anat.mechanism[k] if k < N_LEVELS else "none" for k in range(N_DISCS)]
@@ -259,7 +267,14 @@ def render_sagittal(anat: Anatomy, g: SliceGeometry, values: dict[str, float]) -
     htb = ((anat.body_bot - anat.body_top) / 2.0).astype(np.float32)[kb]
     hdb = (anat.body_depth / 2.0).astype(np.float32)[kb]
     cdb = -canal - hdb - 0.3
-    _bone(cv, _rrect(t, d, ctb, cdb, htb, hdb, 2.5))
+    body_sdf = _rrect(t, d, ctb, cdb, htb, hdb, 2.5)
+    marrow_val = np.float32(values["marrow"]) * anat.marrow.astype(np.float32)[kb]  # heterogeneous marrow
+    _bone(cv, body_sdf, marrow=marrow_val)
+    # Modic-type endplate change: brighter marrow in a band on both sides of a degenerated disc.
+    modic = anat.modic.astype(np.float32)[kd]
+    if anat.modic.any():
+        band = np.abs(t - dz) - (anat.disc_h.astype(np.float32)[kd] / 2.0 + 3.5)
+        cv.paint(np.maximum(body_sdf + 1.2, band), marrow_val * (1.0 + modic), (modic > 0).astype(np.float32))
     # C1: anterior arch in front of the dens, posterior arch behind the canal.
     tc1 = float(anat.body_top[0]) + 7.0
     _bone(cv, _ellipse(t, d, tc1, -anat.canal_r * 1.5 - anat.body_depth[0] - 6.0, 5.5, 3.8))
@@ -278,6 +293,17 @@ def render_sagittal(anat: Anatomy, g: SliceGeometry, values: dict[str, float]) -
     top = (anat.t_fm - 60.0) - t  # the canal continues into the cisterns above the foramen magnum
     cv.paint(np.maximum(np.maximum(wall_ant - d, d - wall_post), top), "csf")
     cv.paint(np.maximum(np.maximum(d - wall_ant, -canal - 1.5 - d), in_col + 2.0), prot_val)
+    # Look-alikes in the canal: a prominent anterior epidural vein (dark flow void bulging into the anterior CSF
+    # behind the body just below the disc) and CSF pulsation flow voids in the posterior CSF.
+    for k in range(N_LEVELS):
+        if anat.vein[k] > 0:
+            h = float(anat.vein[k]) * max(anat.canal_r - anat.cord_r + anat.cord_c, 0.3)  # share of the front gap
+            tc = float(anat.disc_t[k] + anat.disc_h[k] / 2.0 + 1.5)
+            cv.paint(_ellipse(t, d, tc, -canal + h / 2.0, 3.0, h / 2.0), np.float32(values["cortex"] * 2.0))
+        if anat.flow_void[k] > 0:
+            band = np.abs(t - float(anat.disc_t[k])) - (4.0 + 2.0 * float(anat.flow_void[k]))
+            post_csf = np.maximum(np.maximum(band, d - wall_post), (anat.cord_c + cord) - d)
+            cv.paint(post_csf, np.float32(values["csf"] * (1.0 - float(anat.flow_void[k]))))
     lf_band = np.abs(t - dz) - (anat.disc_h.astype(np.float32)[kd] / 2.0 + 4.0)
     cv.paint(np.maximum(np.maximum(wall_post - d, d - (canal + 2.5)), np.maximum(lf_band, in_col)), "cortex")
     cord_ant = np.maximum(anat.cord_c - cord, wall_ant)
@@ -478,12 +504,16 @@ def blur_for_thickness(blur: float, slice_thickness_mm: float) -> float:
     return float(min(0.25, blur * slice_thickness_mm / REF_SLICE_MM))
 
 
+def nominal_snr(snr: float, voxel_mm3: float) -> float:
+    """A protocol's CSF SNR at its voxel size: `snr` is quoted at the 0.75 x 0.75 x 3 mm reference voxel."""
+    return float(snr * (voxel_mm3 / (0.75 * 0.75 * REF_SLICE_MM)) ** 0.5)
+
+
 def sample_acquisition(
     rng: np.random.Generator, *, blur: float, bias_strength: float, snr: float, voxel_mm3: float, scale: float
 ) -> Acquisition:
     """Draw one series' bias field, noise level and gain around a scanner's nominal values."""
-    ref_voxel = 0.75 * 0.75 * REF_SLICE_MM
-    snr_eff = snr * (voxel_mm3 / ref_voxel) ** 0.5 * rng.uniform(0.85, 1.15)
+    snr_eff = nominal_snr(snr, voxel_mm3) * rng.uniform(0.85, 1.15)
     bias = (*(float(v) for v in rng.normal(0.0, 0.5, 5)), float(rng.uniform(0.3, 0.7)))
     return Acquisition(
         blur=blur,

@@ -247,7 +247,7 @@ def test_compression_boxes_sit_on_narrowed_canal(params: SynthParams) -> None:
             ref = render_sagittal(healthy, g, values)
             x0, y0 = np.floor(boxes[k, :2]).astype(int)
             x1, y1 = np.ceil(boxes[k, 2:]).astype(int)
-            csf = 0.75 * values["csf"]
+            csf = 0.85 * values["csf"]  # above the grade-3 cord hyperintensity, which is bright but not CSF
             assert (img[y0:y1, x0:x1] > csf).sum() < (ref[y0:y1, x0:x1] > csf).sum(), (i, k, sev)
             checked += 1
     assert checked >= 10
