@@ -222,7 +222,7 @@ def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: 
         if lookalike[k] == "epidural_vein":
             vein[k] = 0.45 + 0.4 * la_amt[k]
         elif lookalike[k] == "flow_void":
-            flow_void[k] = 0.5 + 0.4 * la_amt[k]
+            flow_void[k] = 0.6 + 0.35 * la_amt[k]
         elif lookalike[k] == "dark_disc":
             degeneration[k] = 0.85 + 0.15 * la_amt[k]
         if lookalike[k] in LOOKALIKE_BULGE:

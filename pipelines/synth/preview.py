@@ -1,5 +1,6 @@
 """A contact sheet of the SYNTHETIC cohort, for people: a few patients per site and worst compression grade, each
-image windowed as ingest does and overlaid with the expert's boxes.
+image windowed as ingest does and overlaid with the expert's boxes; then close-ups of each sign: a level of each
+Kang grade and of each look-alike (not compression), so the difference a reader must see is visible at a glance.
 
 Reads only what the generator wrote (`cohort.csv`, `annotations.csv`, the DICOM files), so it shows exactly what
 every later stage sees. Deterministic: patients are taken in id order and the PNG has no timestamp, so the same
@@ -16,6 +17,7 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.contracts import SEVERITIES
+from pipelines.synth.params import LEVEL_NAMES, LOOKALIKE_NAMES
 
 PREVIEW_FILE = "preview.png"
 TILE = 224  # px, each image scaled to fit a square tile
@@ -40,6 +42,50 @@ def _tile(image: np.ndarray, boxes: pd.DataFrame, caption: str, font: ImageFont.
     for box in boxes.itertuples():
         xy = [box.x_min * scale, box.y_min * scale, box.x_max * scale, box.y_max * scale]
         draw.rectangle(xy, outline=BOX_COLOURS.get(box.label, (255, 255, 0)), width=1)
+    tile = Image.new("RGB", (TILE, TILE + CAPTION), (0, 0, 0))
+    tile.paste(picture, (0, CAPTION))
+    ImageDraw.Draw(tile).text((2, 1), caption, fill=(255, 255, 255), font=font)
+    return tile
+
+
+SIGN_ZOOM = 3.0  # a close-up shows this many box sizes around the level
+
+
+def sign_examples(cohort: pd.DataFrame, expert: pd.DataFrame) -> list[tuple[str, pd.Series, int]]:
+    """(caption, cohort row, level index) of the first image (in patient id order) showing each Kang grade 1-3 and
+    each look-alike. Only images with the expert's box at every level are used, so box order is level order.
+
+    Cohorts from generators before grades and look-alikes were recorded (no `grades` column) give none.
+    """
+    if "grades" not in cohort or "lookalikes" not in cohort:
+        return []
+    counts = expert.groupby("sop_instance_uid").size()
+    full = cohort[cohort["sop_instance_uid"].map(counts).fillna(0).astype(int) == len(LEVEL_NAMES)]
+    wanted = [(f"grade {g} ({SEVERITIES[g]})", "grades", str(g)) for g in (1, 2, 3)]
+    wanted += [(f"not compression: {k.replace('_', ' ')}", "lookalikes", k) for k in LOOKALIKE_NAMES]
+    out = []
+    for caption, column, value in wanted:
+        for _, row in full.iterrows():
+            values = row[column].split(";")
+            if value in values:
+                level = values.index(value)
+                out.append((f"{caption} {LEVEL_NAMES[level]}", row, level))
+                break
+    return out
+
+
+def _close_up(image: np.ndarray, box: pd.Series, caption: str, font: ImageFont.ImageFont) -> Image.Image:
+    cx, cy = (box.x_min + box.x_max) / 2.0, (box.y_min + box.y_max) / 2.0
+    half = SIGN_ZOOM * max(box.x_max - box.x_min, box.y_max - box.y_min) / 2.0
+    x0, y0 = cx - half, cy - half
+    crop = (
+        Image.fromarray(image).convert("RGB").crop((round(x0), round(y0), round(x0 + 2 * half), round(y0 + 2 * half)))
+    )
+    scale = TILE / crop.width
+    picture = crop.resize((TILE, TILE), Image.Resampling.LANCZOS)
+    xy = [(box.x_min - round(x0)) * scale, (box.y_min - round(y0)) * scale]
+    xy += [(box.x_max - round(x0)) * scale, (box.y_max - round(y0)) * scale]
+    ImageDraw.Draw(picture).rectangle(xy, outline=BOX_COLOURS.get(box.label, (255, 255, 0)), width=2)
     tile = Image.new("RGB", (TILE, TILE + CAPTION), (0, 0, 0))
     tile.paste(picture, (0, CAPTION))
     ImageDraw.Draw(tile).text((2, 1), caption, fill=(255, 255, 255), font=font)
@@ -81,6 +127,12 @@ def write_preview(synth_dir: Path, out_png: Path | None = None, per_group: int =
             image = _windowed(synth_dir / item.rel_path)
             row.append(_tile(image, boxes_of.get(item.sop_instance_uid, expert.iloc[0:0]), caption, font))
         rows.append(row)
+    signs = []
+    for caption, item, level in sign_examples(cohort, expert):
+        boxes = boxes_of[item.sop_instance_uid].sort_values("y_min", kind="stable")
+        signs.append(_close_up(_windowed(synth_dir / item.rel_path), boxes.iloc[level], caption, font))
+    per_row = max(max((len(r) for r in rows), default=1), 4)
+    rows += [signs[i : i + per_row] for i in range(0, len(signs), per_row)]
     width = TILE * max((len(r) for r in rows), default=1)
     height = (TILE + CAPTION) * len(rows) + 2 * CAPTION
     sheet = Image.new("RGB", (width, height), (0, 0, 0))
