@@ -154,6 +154,20 @@ def _choice(rng: np.random.Generator, probs: dict[str, float] | tuple[float, ...
     return int(rng.choice(len(p), p=p / p.sum()))
 
 
+def _lookalike_kind(u: float, wide_canal: bool, probs: dict[str, float]) -> str:
+    """The look-alike at a normal level from one uniform draw `u`: a big bulge in a wide canal only where the canal
+    is wide (its own probability there), otherwise the other kinds by their probabilities, or none."""
+    if wide_canal and u < probs["wide_canal_bulge"]:
+        return "wide_canal_bulge"
+    acc = 0.0
+    for kind in LOOKALIKE_NAMES:
+        if kind != "wide_canal_bulge":
+            acc += probs[kind]
+            if u < acc:
+                return kind
+    return "none"
+
+
 def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: float, age_years: int = 55) -> Anatomy:
     """Draw one patient: body sizes, canal and cord, curvature, which levels are compressed how badly (Kang
     grade and cause), look-alikes at normal levels, and marrow texture.
@@ -199,8 +213,7 @@ def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: 
     mean_c, sd_c = params.curvature_mm[curvature]  # type: ignore[index]
     lordosis = float(np.clip(rng.normal(mean_c, sd_c), -12.0, 20.0))
 
-    # Look-alikes at normal levels: one categorical draw per level (fixed number of draws); a big bulge in a wide
-    # canal only where the canal is wide.
+    # Look-alikes at normal levels: one categorical draw per level (a fixed number of draws), then its amount.
     lookalike = ["none"] * N_LEVELS
     vein = np.zeros(N_LEVELS)
     flow_void = np.zeros(N_LEVELS)
@@ -208,31 +221,16 @@ def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: 
     for k in range(N_LEVELS):
         if severity[k] != "none":
             continue
-        if canal_class == "wide" and la_u[k] < params.lookalike_probs["wide_canal_bulge"]:
-            lookalike[k] = "wide_canal_bulge"
-            continue
-        acc = 0.0
-        for kind in LOOKALIKE_NAMES:
-            if kind == "wide_canal_bulge":
-                continue
-            acc += params.lookalike_probs[kind]  # type: ignore[index]
-            if la_u[k] < acc:
-                lookalike[k] = kind
-                break
-        if lookalike[k] == "epidural_vein":
+        kind = lookalike[k] = _lookalike_kind(float(la_u[k]), canal_class == "wide", params.lookalike_probs)
+        if kind == "epidural_vein":
             vein[k] = 0.45 + 0.4 * la_amt[k]
-        elif lookalike[k] == "flow_void":
+        elif kind == "flow_void":
             flow_void[k] = 0.6 + 0.35 * la_amt[k]
-        elif lookalike[k] == "dark_disc":
+        elif kind == "dark_disc":
             degeneration[k] = 0.85 + 0.15 * la_amt[k]
-        if lookalike[k] in LOOKALIKE_BULGE:
-            lo, hi = LOOKALIKE_BULGE[lookalike[k]]
+        if kind in LOOKALIKE_BULGE:
+            lo, hi = LOOKALIKE_BULGE[kind]
             amount[k] = (lo + (hi - lo) * la_amt[k]) / SEVERITY_BANDS["none"][1]  # see `protrusions`
-            degeneration[k] = max(degeneration[k], 0.4 + 0.3 * la_amt[k])
-    for k in range(N_LEVELS):
-        if lookalike[k] == "wide_canal_bulge":
-            lo, hi = LOOKALIKE_BULGE["wide_canal_bulge"]
-            amount[k] = (lo + (hi - lo) * la_amt[k]) / SEVERITY_BANDS["none"][1]
             degeneration[k] = max(degeneration[k], 0.4 + 0.3 * la_amt[k])
 
     loss = params.height_loss_per_decade * max(decades, 0.0)
