@@ -6,7 +6,7 @@ the figures calibrated here are the figures the evaluation reports for the same 
 convention stated in `READER_METRICS_NOTE` (ultralytics' interpolation from recall 0, precision 1: about
 r(1+p)/2 per class); tied scores form one curve point, so it does not depend on row order.
 
-Re-run the paper-profile calibration (no pixels rendered, about a minute):
+Re-run the paper-profile calibration and the disagreement table (no pixels rendered, about a minute):
     python -m pipelines.synth.calibration --profile paper [--params params.yaml]
 """
 
@@ -16,6 +16,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipelines.evaluate.scoring import match, metrics
@@ -111,6 +112,48 @@ def calibration_table(
     return pd.concat([per_reader, levels[per_reader.columns]], ignore_index=True)
 
 
+def disagreement_table(params: SynthParams, profile: str = "paper", *, max_patients: int | None = None) -> pd.DataFrame:
+    """Where the simulated readers disagree with the expert: share of levels each reader labels differently, by the
+    level's truth (Kang grade 1-3, a look-alike, a plain normal level). One row per reader, one column per kind.
+
+    Levels are paired by simulating the same reads without skipped levels (`omit_rate` 0, every other draw as
+    before), so each reader's rows of an image come in the expert's level order.
+    """
+    from pipelines.synth.cohort import iter_plans
+    from pipelines.synth.render import level_boxes
+
+    no_skips = params.model_copy(update={"readers": [r.model_copy(update={"omit_rate": 0.0}) for r in params.readers]})
+    ann = simulate_annotations(no_skips, profile, max_patients=max_patients)
+    looks = []
+    for plan in iter_plans(no_skips, profile, max_patients=max_patients):
+        for g in plan.geoms:
+            present = np.flatnonzero(~np.isnan(level_boxes(plan.anat, g)).any(axis=1))
+            looks += [plan.anat.lookalike[k] for k in present]
+    expert = ann[ann["reader_level"] == "expert"].reset_index(drop=True)
+    kind = np.where(expert["severity"] == "mild", "grade 1", "")
+    kind = np.where(expert["severity"] == "moderate", "grade 2", kind)
+    kind = np.where(expert["severity"] == "severe", "grade 3", kind)
+    look = np.asarray(looks, dtype=object)
+    kind = np.where((kind == "") & (look != "none"), "look-alike", kind)
+    kind = np.where(kind == "", "plain normal", kind)
+    rows = []
+    for (reader_id, level), grp in ann[ann["reader_level"] != "expert"].groupby(["reader_id", "reader_level"]):
+        if not np.array_equal(grp["sop_instance_uid"].to_numpy(), expert["sop_instance_uid"].to_numpy()):
+            raise RuntimeError(f"reader {reader_id}'s levels do not pair with the expert's")  # a reader skipped one
+        differs = grp["label"].to_numpy() != expert["label"].to_numpy()
+        rows.append(
+            {
+                "reader_id": reader_id,
+                "reader_level": level,
+                **{
+                    k: float(differs[kind == k].mean())
+                    for k in ("grade 1", "grade 2", "grade 3", "look-alike", "plain normal")
+                },
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: print the reader calibration table for a profile."""
     ap = argparse.ArgumentParser(description="Reader mAP50 against the expert on a synthetic profile")
@@ -123,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_synth_params(args.params), args.profile, sites=args.sites, max_patients=args.max_patients
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    params = load_synth_params(args.params)
+    print("\nShare of levels labelled differently from the expert, by the level's truth:")
+    print(
+        disagreement_table(params, args.profile, max_patients=args.max_patients).to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"
+        )
+    )
 
 
 if __name__ == "__main__":
