@@ -34,7 +34,7 @@ class TrainParams(StrictModel):
     profiles: dict[str, TrainProfile] = Field(
         default_factory=lambda: {
             "ci": TrainProfile(imgsz=64, epochs=1, batch=4, folds=[0, 1]),
-            "demo": TrainProfile(imgsz=224, epochs=24, batch=8),
+            "demo": TrainProfile(imgsz=224, epochs=22, batch=8),
             "paper": TrainProfile(imgsz=640, epochs=150, batch=16),
         }
     )
