@@ -4,6 +4,7 @@ Kang grade, look-alike, artefact and slice position, for the current generator a
     .venv/bin/python benchmarks/difficulty.py                          # both generators, the demo recipe (~30 min)
     .venv/bin/python benchmarks/difficulty.py --no-baseline            # the current generator only (~15 min)
     .venv/bin/python benchmarks/difficulty.py --folds 0 --epochs 8     # a quick look (~5 min per generator)
+    .venv/bin/python benchmarks/difficulty.py --analyse .              # the breakdown of a finished `make demo` here
 
 Each generator's demo cohort goes through the pipeline's own stages (`pipelines.driver`: ingest, split, validate,
 train with the demo recipe, evaluate; fixed seeds), so the overall figure is the one `make demo` reports. The
@@ -258,7 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, nargs="*", default=None, help="CV folds to train (default: the demo's)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo's)")
     ap.add_argument("--parallel", type=int, default=2, help="folds trained at once")
+    ap.add_argument("--analyse", type=Path, help="only break down a finished run of the current generator in DIR")
     args = ap.parse_args(argv)
+    if args.analyse is not None:
+        os.chdir(args.analyse)  # params.yaml's relative paths are relative to its folder
+        result = {"current": breakdown(Path("."), current_generator=True)}
+        print(render(result, {"current": float("nan")}))
+        return 0
     out = args.out.resolve()
     runs: dict[str, str | None] = {"current": None}
     if not args.no_baseline:
