@@ -42,8 +42,15 @@ def _collapsed_at_ceiling(item: dict[str, Any]) -> bool:
 
 
 def _ci(item: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> str:
-    """`point (low-high)`, `n/a` when undefined; collapsed-at-ceiling CIs carry a mark."""
+    """`point (low-high)`, `n/a` when undefined; collapsed-at-ceiling CIs carry a mark.
+
+    A figure undefined on the sample but defined in some resamples (a matched point the model's curve does not
+    reach on this set) says so and how often it is reached: its CI would describe only those resamples.
+    """
     if not item or _is_missing(item.get("point")):
+        n_valid = item.get("n_valid") if item else None
+        if isinstance(n_valid, int) and n_valid > 0:
+            return f"n/a: not reached on this set (in {n_valid} resamples)"
         return "n/a"
     fmt = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
     low, high = item.get("low"), item.get("high")
@@ -58,6 +65,8 @@ def format_p(item: dict[str, Any] | None) -> str:
     on the other side of zero) as `< 0.001` or `<= floor`, never as the floor's own value."""
     if not item or _is_missing(item.get("p_value")):
         return "n/a"
+    if "point" in item and _is_missing(item["point"]):
+        return "n/a"  # undefined on the sample: a P from the resamples where it is defined would mislead
     p = float(item["p_value"])
     n_valid = item.get("n_valid")
     floor = 1.0 / (n_valid + 1) if isinstance(n_valid, int) and n_valid > 0 and "df" not in item else 0.0

@@ -20,10 +20,20 @@ from tests.unit.evaluate.test_study import _annotations, _images, _model
         ({"p_value": 0.147, "df": 4.1}, "0.147"),
         ({"p_value": None}, "n/a"),
         (None, "n/a"),
+        ({"point": None, "p_value": 0.0094, "n_valid": 105}, "n/a"),  # undefined on the sample: no P
     ],
 )
 def test_format_p(item, text) -> None:
     assert format_p(item) == text
+
+
+def test_undefined_point_says_it_was_not_reached() -> None:
+    from pipelines.evaluate.report import _ci
+
+    assert _ci({"point": None, "low": -0.58, "high": -0.18, "n_valid": 105}) == (
+        "n/a: not reached on this set (in 105 resamples)"
+    )
+    assert _ci({"point": None, "n_valid": 0}) == "n/a"
 
 
 def test_report_marks_conventions_and_ceilings() -> None:
