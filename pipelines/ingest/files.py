@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from pipelines.contracts import SYNTHETIC_MARKER
+from pipelines.imaging import normalise
 from pipelines.ingest import deid
 from pipelines.ingest.params import SeriesRule
 from pipelines.ingest.rules import first_failure, plane_of
@@ -188,32 +189,6 @@ def _decode(ds: Dataset) -> np.ndarray:
     if arr.ndim != 2:
         raise Quarantine(UNSUPPORTED_PIXELS, f"decoded array has shape {arr.shape}")
     return arr
-
-
-def normalise(arr: np.ndarray, clip: tuple[float, float], monochrome1: bool = False) -> np.ndarray:
-    """Robust window to 8 bits: clip to percentiles (outliers from vendors' scaling), then scale to 0-255.
-
-    Integer images (all MR we have met) use a histogram and a lookup table: nearest-rank percentiles in O(n),
-    about 6x faster than `np.percentile` on a 320x320 image. Anything else falls back to `np.percentile`.
-    """
-    if arr.dtype.kind in "ui" and arr.size:
-        offset = int(arr.min())
-        span = int(arr.max()) - offset
-        if span < 1 << 20:
-            shifted = (arr - offset) if offset else arr
-            cumulative = np.cumsum(np.bincount(shifted.ravel(), minlength=span + 1))
-            lo, hi = (int(np.searchsorted(cumulative, q / 100.0 * cumulative[-1])) for q in clip)
-            hi = max(hi, lo + 1)
-            levels = np.arange(span + 1, dtype=np.float32)
-            lut = np.clip((levels - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
-            out = lut[shifted]
-            return 255 - out if monochrome1 else out
-    data = arr.astype(np.float32, copy=False)
-    lo_f, hi_f = np.percentile(data, clip)
-    if hi_f <= lo_f:
-        hi_f = lo_f + 1.0
-    out = np.clip((data - lo_f) * (255.0 / (hi_f - lo_f)), 0, 255).astype(np.uint8)
-    return 255 - out if monochrome1 else out
 
 
 def _float(ds: Dataset, keyword: str) -> float | None:
