@@ -1,0 +1,1 @@
+"""Registration of the evaluated detector in MLflow: a pyfunc model that carries its own preprocessing (issue 10)."""

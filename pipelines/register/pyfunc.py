@@ -1,0 +1,99 @@
+"""The detector as an MLflow pyfunc model: the weights, the windowing ingestion applies, and the class names.
+
+`mlflow.pyfunc.load_model(uri).predict(frame)` takes a DataFrame with a `path` column (DICOM files) and returns
+one row per box: `image` (the input row's position), `class`, `confidence`, and the box in the source image's
+pixel coordinates (`x_min, y_min, x_max, y_max`). The project's code travels with the model (`code_paths`), so it
+loads in a fresh process with no checkout on `sys.path`; only ultralytics, pydicom, numpy and pandas are needed.
+
+Input sizes are not resized here: ultralytics letterboxes each image to `imgsz` and maps the boxes back to the
+source pixels, as `cordwatch evaluate` does on the ingested PNG (which has the DICOM's own matrix).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from pipelines.contracts import CLASS_NAMES
+from pipelines.imaging import model_image
+
+OUTPUT_COLUMNS: tuple[str, ...] = ("image", "class", "confidence", "x_min", "y_min", "x_max", "y_max")
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "path")]),
+    outputs=Schema(
+        [
+            ColSpec("long", "image"),
+            ColSpec("string", "class"),
+            *(ColSpec("double", c) for c in ("confidence", "x_min", "y_min", "x_max", "y_max")),
+        ]
+    ),
+)
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pipelines/: shipped with the model
+
+
+class DetectorModel(mlflow.pyfunc.PythonModel):
+    """YOLO weights + ingestion's windowing; settings from the `config` artifact (see `log_detector`)."""
+
+    def load_context(self, context: Any) -> None:
+        from ultralytics import YOLO
+
+        self.config = json.loads(Path(context.artifacts["config"]).read_text())
+        self.model = YOLO(context.artifacts["weights"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        import pydicom
+
+        cfg = self.config
+        rows: list[tuple[object, ...]] = []
+        for position, path in enumerate(model_input["path"].astype(str)):
+            ds = pydicom.dcmread(path)
+            image = model_image(
+                ds.pixel_array, tuple(cfg["clip_percentiles"]), ds.get("PhotometricInterpretation") == "MONOCHROME1"
+            )
+            result = self.model.predict(image, imgsz=cfg["imgsz"], conf=cfg["conf"], device="cpu", verbose=False)[0]
+            boxes = result.boxes
+            for (x0, y0, x1, y1), cls, score in zip(
+                boxes.xyxy.tolist(), boxes.cls.tolist(), boxes.conf.tolist(), strict=True
+            ):
+                rows.append((position, cfg["class_names"][int(cls)], float(score), x0, y0, x1, y1))
+        out = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
+        return out.astype(
+            {"image": np.int64, "confidence": float, "x_min": float, "y_min": float, "x_max": float, "y_max": float}
+        )
+
+
+def log_detector(
+    weights: Path, *, imgsz: int, conf: float, clip_percentiles: tuple[float, float], name: str = "detector"
+) -> Any:
+    """Log the detector as a pyfunc model in the active MLflow run; returns mlflow's ModelInfo.
+
+    Requirements are pinned to the versions installed here (no inference, which would import and probe packages).
+    """
+    config = {
+        "imgsz": int(imgsz),
+        "conf": float(conf),
+        "clip_percentiles": list(clip_percentiles),
+        "class_names": list(CLASS_NAMES),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "config.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=DetectorModel(),
+            artifacts={"weights": str(weights), "config": str(config_path)},
+            code_paths=[str(PACKAGE_DIR)],
+            signature=SIGNATURE,
+            pip_requirements=[
+                f"{pkg}=={version(pkg)}" for pkg in ("ultralytics", "pydicom", "pandas", "numpy", "mlflow")
+            ],
+        )
