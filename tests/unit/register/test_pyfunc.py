@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -48,15 +52,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], P
     return weights, dicoms, pngs
 
 
-def test_registered_pyfunc_predicts_evaluates_boxes_in_a_fresh_process(setup, tmp_path: Path) -> None:
-    weights, dicoms, pngs = setup
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture(scope="module")
+def registry(setup, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite registry holding the detector as version 1 of cordwatch-detector; returns its URI."""
+    weights = setup[0]
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    exp = mlflow.create_experiment("t", artifact_location=(root / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=exp):
         info = log_detector(weights, imgsz=64, conf=0.001, clip_percentiles=CLIP)
     mlflow.register_model(info.model_uri, "cordwatch-detector")
+    return uri
+
+
+def test_registered_pyfunc_predicts_evaluates_boxes_in_a_fresh_process(setup, registry: str, tmp_path: Path) -> None:
+    weights, dicoms, pngs = setup
+    uri = registry
 
     # A fresh interpreter, run from an empty folder with the project off sys.path (only the venv's packages).
     frame = tmp_path / "input.json"
@@ -96,3 +109,45 @@ def test_registered_pyfunc_predicts_evaluates_boxes_in_a_fresh_process(setup, tm
     assert (got["class"] == want["class"]).all()
     for col in ("confidence", "x_min", "y_min", "x_max", "y_max"):
         assert got[col].to_numpy() == pytest.approx(want[col].to_numpy(), abs=1e-3), col
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_mlflow_models_serve_answers_invocations_on_loopback(setup, registry: str, tmp_path: Path) -> None:
+    """`mlflow models serve --env-manager local` runs uvicorn through PATH: the venv's bin must be on it."""
+    dicoms = setup[1]
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry, "MLFLOW_REGISTRY_URI": registry}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/cordwatch-detector/1"]
+    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail(f"server did not answer: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+        body = json.dumps({"dataframe_split": {"columns": ["path"], "data": [[str(dicoms[0])]]}}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            answer = json.loads(resp.read())
+        rows = answer["predictions"]
+        assert rows and set(rows[0]) == set(OUTPUT_COLUMNS)
+        assert {r["image"] for r in rows} == {0}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
