@@ -1,6 +1,7 @@
 """The detector as an MLflow pyfunc model: the weights, the windowing ingestion applies, and the class names.
 
-`mlflow.pyfunc.load_model(uri).predict(frame)` takes a DataFrame with a `path` column (DICOM files) and returns
+`mlflow.pyfunc.load_model(uri).predict(frame)` takes a DataFrame with, per row, either a `path` (a DICOM file) or
+`pixels` (one image's stored values as a 2-D list or array, MONOCHROME2: brighter is more signal), and returns
 one row per box: `image` (the input row's position), `class`, `confidence`, and the box in the source image's
 pixel coordinates (`x_min, y_min, x_max, y_max`). The project's code travels with the model (`code_paths`), so it
 loads in a fresh process with no checkout on `sys.path`; only ultralytics, pydicom, numpy and pandas are needed.
@@ -22,13 +23,14 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import Array
 
 from pipelines.contracts import CLASS_NAMES
 from pipelines.imaging import model_image
 
 OUTPUT_COLUMNS: tuple[str, ...] = ("image", "class", "confidence", "x_min", "y_min", "x_max", "y_max")
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "path")]),
+    inputs=Schema([ColSpec("string", "path", required=False), ColSpec(Array(Array("long")), "pixels", required=False)]),
     outputs=Schema(
         [
             ColSpec("long", "image"),
@@ -54,11 +56,17 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
 
         cfg = self.config
         rows: list[tuple[object, ...]] = []
-        for position, path in enumerate(model_input["path"].astype(str)):
-            ds = pydicom.dcmread(path)
-            image = model_image(
-                ds.pixel_array, tuple(cfg["clip_percentiles"]), ds.get("PhotometricInterpretation") == "MONOCHROME1"
-            )
+        paths = model_input["path"] if "path" in model_input else pd.Series([None] * len(model_input))
+        pixels = model_input["pixels"] if "pixels" in model_input else pd.Series([None] * len(model_input))
+        for position, (path, values) in enumerate(zip(paths, pixels, strict=True)):
+            if isinstance(path, str) and path:
+                ds = pydicom.dcmread(path)
+                stored, monochrome1 = ds.pixel_array, ds.get("PhotometricInterpretation") == "MONOCHROME1"
+            elif isinstance(values, (list, np.ndarray)):
+                stored, monochrome1 = np.asarray([np.asarray(row) for row in values]), False
+            else:
+                raise ValueError(f"input row {position} has neither a path nor pixels")
+            image = model_image(stored, tuple(cfg["clip_percentiles"]), monochrome1)
             result = self.model.predict(image, imgsz=cfg["imgsz"], conf=cfg["conf"], device="cpu", verbose=False)[0]
             boxes = result.boxes
             for (x0, y0, x1, y1), cls, score in zip(

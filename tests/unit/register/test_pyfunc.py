@@ -151,3 +151,17 @@ def test_mlflow_models_serve_answers_invocations_on_loopback(setup, registry: st
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
+
+
+def test_pixels_in_give_the_same_boxes_as_the_dicom_path(setup, registry: str) -> None:
+    dicoms = setup[1]
+    mlflow.set_tracking_uri(registry)
+    mlflow.set_registry_uri(registry)
+    model = mlflow.pyfunc.load_model("models:/cordwatch-detector/1")
+    by_path = model.predict(pd.DataFrame({"path": [str(dicoms[1])]}))
+    stored = pydicom.dcmread(dicoms[1]).pixel_array
+    by_pixels = model.predict(pd.DataFrame({"pixels": [stored.tolist()]}))
+    assert len(by_path) > 0
+    pd.testing.assert_frame_equal(by_path, by_pixels)
+    with pytest.raises(Exception, match="neither a path nor pixels"):
+        model.predict(pd.DataFrame({"path": [""]}))
