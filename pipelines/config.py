@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines.evaluate.params import EvaluateParams
 from pipelines.ingest.params import IngestParams, SeriesCondition, SeriesRule
+from pipelines.register.params import RegisterParams
 from pipelines.settings import PathsParams, ReadersParams, StrictModel
 from pipelines.split.params import SplitParams
 from pipelines.synth.params import SynthParams
@@ -36,6 +37,7 @@ __all__ = [
     "ParamsError",
     "PathsParams",
     "ReadersParams",
+    "RegisterParams",
     "SeriesCondition",
     "SeriesRule",
     "SplitParams",
@@ -62,6 +64,7 @@ class Params(StrictModel):
     validation: ValidateParams = ValidateParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    registry: RegisterParams = RegisterParams()
 
     def with_profile(self, profile: str | None) -> Params:
         """Return a copy with another active profile (validated against the synth profiles)."""
