@@ -79,6 +79,14 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         )
 
 
+def example_input() -> pd.DataFrame:
+    """The input example logged with the model: one row of `pixels` (a 64 x 64 pattern of 12-bit stored values), so
+    the example is self-contained wherever the model goes (a DICOM path would not be)."""
+    y, x = np.mgrid[0:64, 0:64]
+    pattern = (2048 + 1500 * np.sin(x / 6.0) * np.cos(y / 9.0)).astype(np.int64)
+    return pd.DataFrame({"pixels": [pattern.tolist()]})
+
+
 def log_detector(
     weights: Path, *, imgsz: int, conf: float, clip_percentiles: tuple[float, float], name: str = "detector"
 ) -> Any:
@@ -101,6 +109,7 @@ def log_detector(
             artifacts={"weights": str(weights), "config": str(config_path)},
             code_paths=[str(PACKAGE_DIR)],
             signature=SIGNATURE,
+            input_example=example_input(),
             pip_requirements=[
                 f"{pkg}=={version(pkg)}" for pkg in ("ultralytics", "pydicom", "pandas", "numpy", "mlflow")
             ],

@@ -165,3 +165,15 @@ def test_pixels_in_give_the_same_boxes_as_the_dicom_path(setup, registry: str) -
     pd.testing.assert_frame_equal(by_path, by_pixels)
     with pytest.raises(Exception, match="neither a path nor pixels"):
         model.predict(pd.DataFrame({"path": [""]}))
+
+
+def test_logged_input_example_is_self_contained_and_predicts(registry: str) -> None:
+    from mlflow.models import Model
+
+    mlflow.set_tracking_uri(registry)
+    mlflow.set_registry_uri(registry)
+    local = mlflow.artifacts.download_artifacts("models:/cordwatch-detector/1")
+    example = Model.load(local).load_input_example(local)
+    assert list(example.columns) == ["pixels"]
+    out = mlflow.pyfunc.load_model(local).predict(example)
+    assert list(out.columns) == list(OUTPUT_COLUMNS)
