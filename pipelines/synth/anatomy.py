@@ -55,9 +55,9 @@ class Anatomy:
         cord_c: cord centre offset inside the canal (posterior positive).
         lordosis, lordosis_w, tilt, t_mid, x0: centre-line shape (see `centerline`).
         severity, mechanism: per labelled level; mechanism in disc|osteophyte|ligamentum_flavum|pincer|none.
-        amount: per labelled level, position in the severity band (0..1), so each slice derives mm from its
-        own
-            canal and cord size.
+        amount: per labelled level, position (0..1) in its band: the severity's (`SEVERITY_BANDS`), a look-alike
+            bulge's (`LOOKALIKE_BULGE`), or a plain normal level's bulge; millimetres follow from the canal and
+            cord size (see `protrusions`).
         bulge_w: half-width (mm along `t`) of each disc's protrusion profile.
         degeneration: per disc 0 (healthy, bright nucleus) .. 1 (dark, thin disc).
         edema_len: per labelled level, half-length of the intramedullary T2 hyperintensity (0 unless severe).
@@ -229,8 +229,7 @@ def sample_anatomy(rng: np.random.Generator, params: AnatomyParams, prevalence: 
         elif kind == "dark_disc":
             degeneration[k] = 0.85 + 0.15 * la_amt[k]
         if kind in LOOKALIKE_BULGE:
-            lo, hi = LOOKALIKE_BULGE[kind]
-            amount[k] = (lo + (hi - lo) * la_amt[k]) / SEVERITY_BANDS["none"][1]  # see `protrusions`
+            amount[k] = la_amt[k]  # position in the look-alike's band (see `protrusions`)
             degeneration[k] = max(degeneration[k], 0.4 + 0.3 * la_amt[k])
 
     loss = params.height_loss_per_decade * max(decades, 0.0)
@@ -331,13 +330,16 @@ def protrusions(
         gap_a = max(float(canal_r[k] - cord_r[k]) + anat.cord_c, 0.3)
         gap_p = max(float(canal_r[k] - cord_r[k]) - anat.cord_c, 0.3)
         thick = 2.0 * float(cord_r[k])
+        if k < N_LEVELS and anat.lookalike[k] in LOOKALIKE_BULGE:
+            # A bulge just short of grade 1: it narrows the CSF in front of the cord but leaves some over it.
+            lo, hi = LOOKALIKE_BULGE[anat.lookalike[k]]
+            ant[k] = gap_a * (lo + (hi - lo) * anat.amount[k])
+            continue
         if k >= N_LEVELS or anat.severity[k] == "none":
-            # Non-compressive bulges and ligament thickening: "any bump = compression" must not hold. Look-alike
-            # bulges set `amount` above 1 (see sample_anatomy) to reach just short of grade 1.
+            # Non-compressive bulges and ligament thickening: "any bump = compression" must not hold.
             u = anat.amount[k] if k < N_LEVELS else 0.5
-            deg = 1.0 if k < N_LEVELS and anat.lookalike[k] in LOOKALIKE_BULGE else anat.degeneration[k]
-            ant[k] = gap_a * SEVERITY_BANDS["none"][1] * u * deg
-            post[k] = gap_p * 0.15 * (1.0 - min(u, 1.0))
+            ant[k] = gap_a * SEVERITY_BANDS["none"][1] * u * anat.degeneration[k]
+            post[k] = gap_p * 0.15 * (1.0 - u)
             continue
         lo, hi = SEVERITY_BANDS[anat.severity[k]]
         f = lo + (hi - lo) * anat.amount[k]

@@ -371,9 +371,14 @@ def artefact_stream(params: SynthParams, profile: str, plan: PatientPlan) -> tup
     return rng, moves, wraps
 
 
+def sagittal_voxel_mm3(plan: PatientPlan) -> float:
+    """Voxel volume of the patient's sagittal series (square pixels x slice thickness)."""
+    return plan.geoms[0].ps ** 2 * plan.scanner.slice_thickness_mm
+
+
 def series_snr(plan: PatientPlan) -> float:
     """Nominal CSF SNR of the patient's sagittal T2 series (before the per-series draw)."""
-    return nominal_snr(plan.scanner.snr, plan.geoms[0].ps ** 2 * plan.scanner.slice_thickness_mm)
+    return nominal_snr(plan.scanner.snr, sagittal_voxel_mm3(plan))
 
 
 def annotate(params: SynthParams, profile: str, plan: PatientPlan) -> list[tuple[object, ...]]:
@@ -520,7 +525,7 @@ class _Writer:
                 ),
             )
         n_images = n_distractor = 0
-        voxel = plan.geoms[0].ps ** 2 * sc.slice_thickness_mm
+        voxel = sagittal_voxel_mm3(plan)
         # Artefacts: whether the patient moves or wraps is drawn once per patient; amounts per sagittal series.
         art_rng, moves, wraps = artefact_stream(params, self.profile, plan)
         labelled = anat.labelled_compressed(params.compression_min_grade)

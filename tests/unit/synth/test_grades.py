@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines.synth import SynthParams
-from pipelines.synth.anatomy import LOOKALIKE_BULGE, SEVERITY_BANDS, Anatomy, protrusions, sample_anatomy
+from pipelines.synth.anatomy import Anatomy, protrusions, sample_anatomy
 from pipelines.synth.calibration import disagreement_table, simulate_annotations
 from pipelines.synth.cohort import iter_plans
 from pipelines.synth.params import LOOKALIKE_NAMES
@@ -88,8 +88,7 @@ def test_touching_bulge_narrows_less_than_grade_1_and_more_than_normal(params: S
     base = sample_anatomy(np.random.default_rng(11), params.anatomy, 0.0, 50)
     base = dataclasses.replace(base, canal_r=7.0, cord_r=3.8, cord_c=0.0, lat_w=np.full(8, 6.0))
     k = 3
-    lo, hi = LOOKALIKE_BULGE["touching_bulge"]
-    touching_amount = (lo + hi) / 2.0 / SEVERITY_BANDS["none"][1]
+    touching_amount = 0.5  # the middle of the touching bulge's band (LOOKALIKE_BULGE)
     normal = _anterior_csf_pixels(_with_level(base, k, "none", "none", 0.0), k)
     touching = _anterior_csf_pixels(_with_level(base, k, "none", "touching_bulge", touching_amount), k)
     grade1 = _anterior_csf_pixels(_with_level(base, k, "mild", "none", 0.8), k)
