@@ -175,6 +175,118 @@ def evaluate(
 
 
 @app.command()
+def register(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Register the evaluated model: gates, pyfunc model, model card; aliases challenger (and approved-candidate)."""
+    params = _setup(params_file, profile)
+    from flows.register_flow import register_flow
+    from pipelines.register.registry import RegistryError
+
+    _require(params.paths.evaluation_metrics, "no evaluation; run `cordwatch evaluate` first")
+    try:
+        summary = register_flow(params)
+    except RegistryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    verdict = "passed every gate" if summary["passed"] else "FAILED a gate: it can never become champion"
+    aliases = ", ".join(summary["aliases"]) or "none"
+    typer.echo(f"{summary['model']} version {summary['version']}: {verdict} (aliases: {aliases})")
+    for name, gate in summary["gates"].items():
+        typer.echo(f"  {gate['status']:<4} {name}: {gate['reason']}")
+    typer.echo(f"model card: MLflow run {summary['run_id']}, artifacts model_card/model_card.html")
+    if summary["passed"]:
+        typer.echo(
+            f"to put it in use: cordwatch approve {summary['version']} --reviewer NAME --note 'why' (a reviewer)"
+        )
+
+
+ReviewerOpt = Annotated[str, typer.Option("--reviewer", help="Who signs off (recorded on the version and the log).")]
+NoteOpt = Annotated[str, typer.Option("--note", help="Why: recorded with the sign-off.")]
+
+
+def _registry(params_file: Path, profile: str | None):  # noqa: ANN202 - pipelines.register.registry.Registry
+    """The registry, or exit 2 with a one-line reason."""
+    params = _setup(params_file, profile)
+    from pipelines.register.registry import RegistryError
+    from pipelines.register.run import open_registry
+
+    try:
+        return open_registry(params)
+    except RegistryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _refused(action):  # noqa: ANN001, ANN202 - a zero-argument callable
+    """Run a registry action; a refusal is one line on stderr and exit code 1 (nothing was changed)."""
+    from pipelines.register.registry import RegistryError
+
+    try:
+        return action()
+    except RegistryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def approve(
+    version: Annotated[str, typer.Argument(help="The model version to put in use.")],
+    reviewer: ReviewerOpt = "",
+    note: NoteOpt = "",
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """A reviewer's sign-off: `champion` moves to VERSION, which must have passed every gate against the current
+    champion. Recorded on the version and in the registry's append-only audit log."""
+    registry = _registry(params_file, profile)
+    previous = _refused(lambda: registry.approve(version, reviewer, note))
+    typer.echo(
+        f"{registry.name}@champion: version {version} (was {previous or 'none'}), approved by {reviewer.strip()}"
+    )
+
+
+@app.command()
+def rollback(
+    to: Annotated[
+        str | None, typer.Option("--to", help="The earlier approved version (default: the last one).")
+    ] = None,
+    reviewer: ReviewerOpt = "",
+    note: NoteOpt = "",
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Move `champion` back to an earlier approved version, recorded like an approval."""
+    registry = _registry(params_file, profile)
+    previous, now = _refused(lambda: registry.rollback(reviewer, note, to))
+    typer.echo(f"{registry.name}@champion: version {now} (was {previous or 'none'}), rolled back by {reviewer.strip()}")
+
+
+@app.command()
+def models(
+    audit: Annotated[bool, typer.Option(help="Also print the audit log (who moved which alias, when, why).")] = False,
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """The registered versions: aliases, gate outcomes, external mAP50, sign-offs."""
+    from tabulate import tabulate
+
+    registry = _registry(params_file, profile)
+    rows = _refused(registry.table)
+    if not rows:
+        typer.echo(f"{registry.name}: no versions yet (run `cordwatch register`)")
+        return
+    typer.echo(tabulate(rows, headers="keys", tablefmt="simple"))
+    if audit:
+        entries = _refused(registry.audit_log)
+        typer.echo("\naudit log:")
+        for e in entries:
+            detail = ", ".join(f"{k} {v}" for k, v in e.items() if k not in {"seq", "at", "action"} and v)
+            typer.echo(f"  {e['seq']:>4}  {e.get('at', '')}  {e.get('action', '?'):<11} {detail}")
+
+
+@app.command()
 def score(
     pred: Annotated[Path, typer.Option("--pred", help="Prediction boxes CSV/parquet (score column optional).")],
     ref: Annotated[Path, typer.Option("--ref", help="Reference boxes CSV/parquet (patient_key optional).")],

@@ -1,7 +1,5 @@
-"""MLflow at the edge: the store, lineage tags, training tracked as a plug-in, evaluation figures as metrics.
-
-MLflow 3 defaults to `sqlite:///mlflow.db` in the working directory and refuses a plain file store; we name the
-URI and the artifact root from params so nothing lands elsewhere. Telemetry is off via `pipelines.runtime`.
+"""MLflow at the edge: training tracked as a plug-in, evaluation figures as metrics (the store, the experiment and
+the tags every run carries are in `pipelines.mlflow_store`).
 
 `MLflowTrainTracker` is to `pipelines.train.core.train_cross_validated` what MONAI's `MLFlowHandler` is to an
 ignite engine: it attaches to the training's events (`TrainHooks`) and keeps all tracking out of the core. One
@@ -17,11 +15,10 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import Params
-from pipelines.lineage import lineage
+from pipelines.mlflow_store import lineage_tags, start_run
 from pipelines.train.core import FoldResult, TrainHooks, TrainPlan, TrainSummary, epoch_history
 
 if TYPE_CHECKING:
@@ -29,50 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = "cordwatch"
-SYNTHETIC_NOTE = (
-    "SYNTHETIC DATA: these figures come from cordwatch's synthetic phantom cohort, not from patients; "
-    "they demonstrate the pipeline and are not evidence about any clinical model."
-)
 # ultralytics files kept with each model's run
 FOLD_ARTIFACTS = ("results.csv", "args.yaml", "results.png", "BoxPR_curve.png", "confusion_matrix.png")
-
-
-def setup_mlflow(params: Params) -> str:
-    """Point MLflow at the configured store; create the experiment with our artifact root; return its id."""
-    import mlflow
-
-    mlflow.set_tracking_uri(params.paths.mlflow_uri)
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        root = params.paths.mlflow_artifacts.resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=root.as_uri())
-    else:
-        experiment_id = experiment.experiment_id
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
-
-
-def lineage_tags(params: Params, data_path: Path, synthetic: bool) -> dict[str, str]:
-    """Tags every run carries: data (DVC hash), code (git commit), settings (params hash), profile, synthetic flag."""
-    tags = lineage(params, data_path).as_tags()
-    tags["cordwatch.profile"] = params.profile
-    tags["cordwatch.synthetic_data"] = str(synthetic).lower()
-    if synthetic:
-        tags["mlflow.note.content"] = SYNTHETIC_NOTE
-    return tags
-
-
-def _start_run(params: Params, name: str, tags: dict[str, str]) -> tuple[MlflowClient, str]:
-    """A new top-level run with MLflow's own context tags (user, source), as `mlflow.start_run` would add."""
-    from mlflow import MlflowClient
-    from mlflow.tracking.context.registry import resolve_tags
-
-    experiment_id = setup_mlflow(params)
-    client = MlflowClient(tracking_uri=params.paths.mlflow_uri)
-    run = client.create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
-    return client, run.info.run_id
 
 
 def _now_ms() -> int:
@@ -113,7 +68,7 @@ class MLflowTrainTracker(TrainHooks):
 
         params, paths = self.params, self.params.paths
         tags = {**lineage_tags(params, paths.ingested_dir, plan.synthetic), "cordwatch.stage": "train"}
-        self.client, self.run_id = _start_run(params, f"train-{params.profile}", tags)
+        self.client, self.run_id = start_run(params, f"train-{params.profile}", tags)
         prof = params.train.profile(params.profile)
         logged = {
             "model": params.train.model,
@@ -286,7 +241,7 @@ def log_evaluation(params: Params, metrics: Mapping[str, Any], train_run_id: str
         "cordwatch.stage": "evaluate",
         "cordwatch.train_run_id": train_run_id,
     }
-    client, run_id = _start_run(params, f"evaluate-{params.profile}", tags)
+    client, run_id = start_run(params, f"evaluate-{params.profile}", tags)
     try:
         settings = params.evaluate.model_dump(mode="json")
         now = _now_ms()

@@ -11,10 +11,12 @@ import json
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-from pipelines.config import Params
+if TYPE_CHECKING:  # a shared module: the whole params arrive from the caller
+    from pipelines.config import Params
 
 
 @dataclass(frozen=True)

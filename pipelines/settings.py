@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.contracts import READER_LEVELS
+from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE, READER_LEVELS
 
 
 class StrictModel(BaseModel):
@@ -44,6 +44,11 @@ class PathsParams(StrictModel):
     def train_run_file(self) -> Path:
         """`models/train_run.json`: the MLflow run that trained the final model."""
         return self.models_dir / "train_run.json"
+
+    @property
+    def data_files(self) -> tuple[Path, Path, Path]:
+        """The tables a model is trained from and its contracts check: images, annotations, splits."""
+        return (self.ingested_dir / IMAGES_TABLE, self.ingested_dir / ANNOTATIONS_TABLE, self.splits_file)
 
     def report_dir(self, stage: str) -> Path:
         """`reports/<stage>/`: a stage's human-readable reports (validation, train, evaluation, ...)."""

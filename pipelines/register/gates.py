@@ -108,8 +108,16 @@ def data_contracts(
     return GateOutcome("data_contracts", True, f"contracts passed on the training data {trained_hash}")
 
 
-def clean_tree(dirty: bool, policy: str) -> GateOutcome:
-    """Trained from a clean git tree; a dirty one is a warning or a failure by `policy` (warn|fail)."""
+def clean_tree(dirty: bool | None, policy: str) -> GateOutcome:
+    """Trained from a clean git tree; a dirty one (or an unknown state: no git, no training run) is a warning or a
+    failure by `policy` (warn|fail)."""
+    if dirty is None:
+        return GateOutcome(
+            "clean_git_tree",
+            policy != "fail",
+            f"git state at training unknown (no git or no training run in MLflow; policy: {policy})",
+            warning=policy != "fail",
+        )
     if not dirty:
         return GateOutcome("clean_git_tree", True, "trained from a clean git tree")
     if policy == "fail":

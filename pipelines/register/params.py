@@ -1,4 +1,4 @@
-"""The `register:` section of params.yaml: the registered model's name and the gates a version must pass."""
+"""The `registry:` section of params.yaml: the registered model's name and the gates a version must pass."""
 
 from __future__ import annotations
 
@@ -23,3 +23,5 @@ class RegisterParams(StrictModel):
 
     model_name: str = Field("cordwatch-detector", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     gates: GateParams = Field(default_factory=GateParams)
+    lock_wait_s: float = Field(120.0, gt=0)
+    lock_stale_after_s: float = Field(600.0, gt=0)

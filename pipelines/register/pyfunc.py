@@ -13,7 +13,10 @@ source pixels, as `cordwatch evaluate` does on the ingested PNG (which has the D
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,23 @@ def example_input() -> pd.DataFrame:
     return pd.DataFrame({"pixels": [pattern.tolist()]})
 
 
+@contextmanager
+def project_imports_kept() -> Iterator[None]:
+    """Undo what loading a pyfunc with `code_paths` does to this process: MLflow puts the model's copy of
+    `pipelines/` (in a temporary folder) first on `sys.path` and evicts the project's modules, so later imports here
+    would come from a copy that is about to be deleted. `log_model` does it too (it loads the model to check the
+    input example)."""
+    path = list(sys.path)
+    ours = {k: v for k, v in sys.modules.items() if k == "pipelines" or k.startswith("pipelines.")}
+    try:
+        yield
+    finally:
+        sys.path[:] = path
+        for name in [k for k in sys.modules if k == "pipelines" or k.startswith("pipelines.")]:
+            del sys.modules[name]
+        sys.modules.update(ours)
+
+
 def log_detector(
     weights: Path, *, imgsz: int, conf: float, clip_percentiles: tuple[float, float], name: str = "detector"
 ) -> Any:
@@ -103,14 +123,15 @@ def log_detector(
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps(config, indent=2))
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=DetectorModel(),
-            artifacts={"weights": str(weights), "config": str(config_path)},
-            code_paths=[str(PACKAGE_DIR)],
-            signature=SIGNATURE,
-            input_example=example_input(),
-            pip_requirements=[
-                f"{pkg}=={version(pkg)}" for pkg in ("ultralytics", "pydicom", "pandas", "numpy", "mlflow")
-            ],
-        )
+        with project_imports_kept():
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=DetectorModel(),
+                artifacts={"weights": str(weights), "config": str(config_path)},
+                code_paths=[str(PACKAGE_DIR)],
+                signature=SIGNATURE,
+                input_example=example_input(),
+                pip_requirements=[
+                    f"{pkg}=={version(pkg)}" for pkg in ("ultralytics", "pydicom", "pandas", "numpy", "mlflow")
+                ],
+            )

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipelines import runtime
 from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
-from pipelines.io import write_json
+from pipelines.io import files_fingerprint, write_json
 from pipelines.progress import Progress, ProgressFn
 from pipelines.train.core import FoldResult, TrainHooks, TrainPlan, TrainSummary, train_cross_validated
 
@@ -86,6 +86,7 @@ def run_train(params: Params, *, hooks: Sequence[TrainHooks] = (), progress: Pro
     images = pd.read_parquet(paths.ingested_dir / IMAGES_TABLE)
     annotations = pd.read_parquet(paths.ingested_dir / ANNOTATIONS_TABLE)
     splits = pd.read_parquet(paths.splits_file)
+    trained_on = files_fingerprint(paths.data_files)  # before training: the data this model learns from
     plugins = [*hooks, *([TrainProgress(progress)] if progress is not None else [])]
     summary = train_cross_validated(
         params.train,
@@ -100,5 +101,6 @@ def run_train(params: Params, *, hooks: Sequence[TrainHooks] = (), progress: Pro
         hooks=plugins,
         reference_level=params.readers.reference_level,
     )
-    write_json(paths.summary_file(STAGE), summary.report())
+    # For registration's data-contract gate: validate records the fingerprint of the data it checked.
+    write_json(paths.summary_file(STAGE), {**summary.report(), "data_fingerprint": trained_on})
     return summary

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE
+from pipelines.io import files_fingerprint
 from pipelines.settings import PathsParams, ReadersParams
 from pipelines.validate.frames import Frame, Redactor, build_frames, plain
 from pipelines.validate.params import ValidateParams
@@ -158,6 +159,7 @@ def validate_dataset(
     try:
         failures, per_suite = _run_suites(frames, params, readers, external_sites, staging)
         summary = _summary(frames, per_suite, failures, splits is not None)
+        summary["data_fingerprint"] = files_fingerprint(paths.data_files)  # what registration checks against
         summary_file = staging / paths.summary_file(REPORT).relative_to(docs_dir)
         summary_file.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         _swap(staging, docs_dir)

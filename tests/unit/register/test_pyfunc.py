@@ -21,10 +21,18 @@ import pytest
 from pipelines import runtime
 from pipelines.evaluate.predict import predict_boxes
 from pipelines.imaging import normalise
-from pipelines.register.pyfunc import OUTPUT_COLUMNS, log_detector
+from pipelines.register.pyfunc import OUTPUT_COLUMNS, log_detector, project_imports_kept
 from pipelines.synth import SynthParams, generate_cohort
 
 CLIP = (0.5, 99.5)
+
+
+@pytest.fixture(autouse=True)
+def _keep_project_imports():
+    """Loading a pyfunc in this process puts the model's copy of `pipelines/` first on sys.path: undo it, so later
+    tests (and the processes they spawn) import the project, not a deleted copy."""
+    with project_imports_kept():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +69,10 @@ def registry(setup, tmp_path_factory: pytest.TempPathFactory) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     exp = mlflow.create_experiment("t", artifact_location=(root / "artifacts").as_uri())
+    path_before = list(sys.path)
     with mlflow.start_run(experiment_id=exp):
         info = log_detector(weights, imgsz=64, conf=0.001, clip_percentiles=CLIP)
+    assert sys.path == path_before  # logging loads the model, which would put its code copy first on sys.path
     mlflow.register_model(info.model_uri, "cordwatch-detector")
     return uri
 

@@ -1,0 +1,492 @@
+"""Promotion in the MLflow registry: aliases move only under a lock, only to versions whose own tags say they passed.
+
+MLflow has no compare-and-set on aliases (the last writer wins), so the invariant "a version that failed any gate
+never holds `champion` (nor `approved-candidate`)" cannot rest on the order of events. It rests on three things:
+1. a version's gate outcomes are written in the same call that creates it (`create_model_version(tags=...)`) and
+   never rewritten, so no version exists without its verdict, and a missing verdict reads as a failure;
+2. every alias move happens inside `PromotionLock`, re-reads the version's own tags there, and reads the alias back
+   after setting it;
+3. the lock is a registered model created for the occasion: creating a registered model is an atomic insert in
+   every MLflow store (SQLite, PostgreSQL, or a server in front of either), so it holds across processes and
+   machines that share the registry. A lock left by a crashed holder is broken after `lock_stale_after_s`.
+Even if a lock were broken under a live holder, (1) and the re-check in (2) keep failed versions off the protected
+aliases: the lock orders the audit log, the tags guard the invariant.
+
+Who did what is kept twice: on the version (`cordwatch.signoff.*` tags: who approved, when, why) and in an
+append-only audit log of registered-model tags `cordwatch.audit.NNNNNN` (a JSON entry each, never overwritten; a
+server running the `cordwatch-auth` app refuses overwrites and deletes, see `server_auth.py`).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipelines.register.gates import GateOutcome
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"  # the latest registered version, whatever its gates
+APPROVED = "approved-candidate"  # the latest version that passed every gate, waiting for a reviewer
+CHAMPION = "champion"  # the version in use: moved only by `approve` or `rollback`, with a reviewer and a note
+
+TAG_PREFIX = "cordwatch."
+GATE_PREFIX = "cordwatch.gate."  # one tag per gate: "<pass|warn|fail>: <reason>"
+VERDICT_TAG = "cordwatch.gates"  # pass | fail: all gates together
+COMPARED_TAG = "cordwatch.gates.champion_version"  # the champion the non-inferiority gate compared with ("" none)
+SIGNOFF_PREFIX = "cordwatch.signoff."
+AUDIT_PREFIX = "cordwatch.audit."
+REQUIRED_GATES: tuple[str, ...] = (
+    "external_map50_floor",
+    "subgroups",
+    "non_inferior_to_champion",
+    "data_contracts",
+    "clean_git_tree",
+)
+MAX_NOTE = 1000  # characters: a note is a reason, not a document (MLflow tag values are limited)
+LOCK_DESCRIPTION = (
+    "cordwatch promotion lock: exists only while a process moves an alias of {model}. Held by {owner} since "
+    "{since}. If that process died, the next promotion breaks it after the stale time set in params.yaml."
+)
+
+
+class RegistryError(RuntimeError):
+    """A refusal or failure with a one-line reason for the person at the command line; nothing was changed."""
+
+
+# --- gate tags --------------------------------------------------------------------------------------------------
+
+
+def gate_tags(outcomes: Sequence[GateOutcome], compared_with: str | None) -> dict[str, str]:
+    """The version tags that record the gates: one per gate, the overall verdict, the champion compared with."""
+    tags = {f"{GATE_PREFIX}{o.name}": f"{o.status}: {o.reason}" for o in outcomes}
+    tags[VERDICT_TAG] = "pass" if all(o.passed for o in outcomes) else "fail"
+    tags[COMPARED_TAG] = compared_with or ""
+    return tags
+
+
+def gate_verdict(tags: Mapping[str, str]) -> tuple[bool, str]:
+    """Read a version's own gate tags: passed, and why not. Anything missing or unreadable is a failure."""
+    missing = [g for g in REQUIRED_GATES if f"{GATE_PREFIX}{g}" not in tags]
+    if missing:
+        return False, f"no recorded outcome for gate(s) {', '.join(missing)}"
+    failed = [g for g in REQUIRED_GATES if not tags[f"{GATE_PREFIX}{g}"].startswith(("pass:", "warn:"))]
+    if failed:
+        reasons = "; ".join(f"{g}: {tags[f'{GATE_PREFIX}{g}']}" for g in failed)
+        return False, f"failed gate(s): {reasons}"
+    if tags.get(VERDICT_TAG) != "pass":
+        return False, f"overall verdict is {tags.get(VERDICT_TAG, 'missing')!r}"
+    return True, "passed every gate"
+
+
+# --- the lock ---------------------------------------------------------------------------------------------------
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "error_code", ""))
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def actor_identity() -> str:
+    """The process doing the work: OS user, host, pid (and the registry login, when there is one)."""
+    login = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
+    return f"{who} (registry user {login})" if login else who
+
+
+@dataclass
+class PromotionLock:
+    """An exclusive lock on a registered model's aliases, held as a registered model named `<model>.promotion-lock`.
+
+    Args:
+        client: the registry.
+        model: the registered model whose aliases it guards.
+        wait_s: how long to wait for a holder before giving up with a clear error.
+        stale_after_s: a lock older than this is taken as left by a crashed process and broken.
+    """
+
+    client: MlflowClient
+    model: str
+    wait_s: float = 120.0
+    stale_after_s: float = 600.0
+    owner: str = field(default_factory=actor_identity)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    broken: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}.promotion-lock"
+
+    @contextmanager
+    def held(self) -> Iterator[PromotionLock]:
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                self.client.create_registered_model(
+                    self.name,
+                    tags={"cordwatch.lock.token": self.token, "cordwatch.lock.owner": self.owner},
+                    description=LOCK_DESCRIPTION.format(model=self.model, owner=self.owner, since=_now_iso()),
+                )
+                return
+            except Exception as exc:
+                # DOES_NOT_EXIST: the store found the name taken, then the holder released it before the store
+                # read it back for its message. Either way: someone held it a moment ago; look and retry.
+                if _error_code(exc) not in {"RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"}:
+                    raise RegistryError(f"cannot take the promotion lock {self.name}: {exc}") from exc
+            holder = self._holder()
+            if holder is not None:
+                token, owner, created_ms = holder
+                age = time.time() - created_ms / 1000
+                if age > self.stale_after_s:
+                    self._break(token, owner, age)
+                    continue
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"the registry is busy: {owner} has held the promotion lock {self.name} for {age:.0f} s "
+                        f"(waited {self.wait_s:.0f} s); try again, or wait {self.stale_after_s:.0f} s for a stale "
+                        "lock to be broken"
+                    )
+            time.sleep(random.uniform(0.05, 0.25))  # jitter, so waiters do not retry in lockstep
+
+    def release(self) -> None:
+        holder = self._holder()
+        if holder is None or holder[0] != self.token:
+            log.warning("promotion lock %s was no longer ours at release (broken as stale?)", self.name)
+            return
+        self.client.delete_registered_model(self.name)
+
+    def _holder(self) -> tuple[str, str, int] | None:
+        try:
+            lock = self.client.get_registered_model(self.name)
+        except Exception as exc:
+            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise RegistryError(f"cannot read the promotion lock {self.name}: {exc}") from exc
+        tags = lock.tags or {}
+        return tags.get("cordwatch.lock.token", ""), tags.get("cordwatch.lock.owner", "?"), lock.creation_timestamp
+
+    def _break(self, token: str, owner: str, age: float) -> None:
+        """Delete a stale lock, only if it is still the one judged stale (re-read just before deleting)."""
+        holder = self._holder()
+        if holder is None or holder[0] != token:
+            return
+        try:
+            self.client.delete_registered_model(self.name)
+        except Exception as exc:
+            if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                raise RegistryError(f"cannot break the stale promotion lock {self.name}: {exc}") from exc
+            return
+        message = f"broke a stale promotion lock held by {owner} for {age:.0f} s"
+        log.warning(message)
+        self.broken.append(message)
+
+
+# --- the registry -----------------------------------------------------------------------------------------------
+
+
+def _no_checkpoint(_: str) -> None:
+    return None
+
+
+@dataclass
+class Registry:
+    """One registered model's versions, aliases, sign-offs and audit log.
+
+    Args:
+        client: an MlflowClient on the registry (embedded SQLite or a server: the same code).
+        name: the registered model.
+        lock_wait_s, lock_stale_after_s: see `PromotionLock`.
+        checkpoint: called with a step name at each step of a promotion ("locked", "checked", "audited",
+            "alias-set"); tests use it to force interleavings. A no-op otherwise.
+    """
+
+    client: MlflowClient
+    name: str
+    lock_wait_s: float = 120.0
+    lock_stale_after_s: float = 600.0
+    checkpoint: Callable[[str], None] = _no_checkpoint
+
+    # --- reading ----------------------------------------------------------------------------------------------
+    def alias(self, alias: str) -> str | None:
+        """The version an alias points at, or None."""
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        except Exception as exc:
+            if _error_code(exc) in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise RegistryError(f"cannot read alias {alias!r} of {self.name}: {exc}") from exc
+
+    def version(self, version: str) -> ModelVersion:
+        """A version, or a RegistryError naming the versions that exist."""
+        if not str(version).isdigit():
+            raise RegistryError(f"version must be a number, got {version!r}")
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except Exception as exc:
+            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                known = ", ".join(str(v.version) for v in self.versions()) or "none"
+                raise RegistryError(f"{self.name} has no version {version} (versions: {known})") from exc
+            raise RegistryError(f"cannot read version {version} of {self.name}: {exc}") from exc
+
+    def versions(self) -> list[ModelVersion]:
+        """Every version, oldest first."""
+        try:
+            found = self.client.search_model_versions(f"name = '{self.name}'")
+        except Exception as exc:
+            raise RegistryError(f"cannot list versions of {self.name}: {exc}") from exc
+        return sorted(found, key=lambda v: int(v.version))
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> version for the registered model (empty if it does not exist yet)."""
+        try:
+            model = self.client.get_registered_model(self.name)
+        except Exception as exc:
+            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise RegistryError(f"cannot read {self.name}: {exc}") from exc
+        return {str(k): str(v) for k, v in (model.aliases or {}).items()}
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        """The audit entries, oldest first."""
+        try:
+            tags = self.client.get_registered_model(self.name).tags or {}
+        except Exception as exc:
+            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise RegistryError(f"cannot read the audit log of {self.name}: {exc}") from exc
+        entries = []
+        for key in sorted(k for k in tags if k.startswith(AUDIT_PREFIX)):
+            try:
+                entry = json.loads(tags[key])
+            except json.JSONDecodeError:
+                entry = {"unreadable": tags[key]}
+            entries.append({"seq": int(key.removeprefix(AUDIT_PREFIX)), **entry})
+        return entries
+
+    def eligible(self, version: str, champion: str | None, *, for_rollback: bool = False) -> tuple[bool, str]:
+        """Whether `version` may hold a protected alias now, read from its own tags.
+
+        Beyond its gates: the non-inferiority gate must have compared it with the champion there is now (a newer
+        champion since registration makes that comparison stale). A rollback returns to an earlier champion on
+        purpose, so it needs the gates and an earlier sign-off instead.
+        """
+        tags = self.version(version).tags or {}
+        ok, why = gate_verdict(tags)
+        if not ok:
+            return False, f"version {version} {why}"
+        if for_rollback:
+            if f"{SIGNOFF_PREFIX}approved_by" not in tags:
+                return False, f"version {version} was never approved by a reviewer: nothing to roll back to"
+            return True, "passed every gate and was approved before"
+        compared = tags.get(COMPARED_TAG) or None
+        if compared != champion:
+            then = f"champion version {compared}" if compared else "no champion"
+            now = f"version {champion}" if champion else "none"
+            return False, (
+                f"version {version} was compared with {then} at registration, but the champion is now {now}: "
+                "register it again to compare with the current champion"
+            )
+        return True, "passed every gate"
+
+    # --- writing (all under the lock) ------------------------------------------------------------------------
+    def _lock(self) -> PromotionLock:
+        return PromotionLock(self.client, self.name, self.lock_wait_s, self.lock_stale_after_s)
+
+    def _append_audit(self, entry: dict[str, Any]) -> int:
+        """Append one entry (call under the lock): the next sequence number, never an existing key."""
+        existing = [e["seq"] for e in self.audit_log()]
+        seq = max(existing, default=0) + 1
+        record = {"at": _now_iso(), "by": actor_identity(), **entry}
+        self.client.set_registered_model_tag(self.name, f"{AUDIT_PREFIX}{seq:06d}", json.dumps(record, sort_keys=True))
+        return seq
+
+    def _set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.name, alias, version)
+        self.checkpoint("alias-set")
+        now = self.alias(alias)
+        if now != version:
+            raise RegistryError(f"alias {alias} reads back as version {now}, not {version}: another writer moved it")
+
+    def _audit_breaks(self, lock: PromotionLock) -> None:
+        """Record each stale lock broken, and whether the crashed holder's last logged move took effect (its audit
+        entry is written before the alias moves, so a crash in between leaves an entry that did not happen)."""
+        for message in lock.broken:
+            entry: dict[str, Any] = {"action": "lock-broken", "note": message}
+            log_so_far = self.audit_log()
+            if log_so_far:
+                last = log_so_far[-1]
+                wanted = {
+                    "approve": [CHAMPION],
+                    "rollback": [CHAMPION],
+                    "register": list(last.get("aliases") or []),
+                }.get(str(last.get("action")), [])
+                missed = [a for a in wanted if self.alias(a) != last.get("version")]
+                if missed:
+                    entry["incomplete"] = last["seq"]
+                    entry["note"] += (
+                        f"; its entry {last['seq']} ({last['action']} of version {last.get('version')}) did not "
+                        f"take effect: {', '.join(missed)} not moved"
+                    )
+            self._append_audit(entry)
+
+    def record_registration(self, version: str) -> dict[str, str | None]:
+        """After a version is created: `challenger` moves to it (if it is the newest), and `approved-candidate` too
+        if its own tags say it passed every gate against the current champion. Returns the aliases it now holds.
+        """
+        held: dict[str, str | None] = {CHALLENGER: None, APPROVED: None}
+        lock = self._lock()
+        with lock.held():
+            self.checkpoint("locked")
+            self._audit_breaks(lock)
+            newest = max(int(v.version) for v in self.versions())
+            champion = self.alias(CHAMPION)
+            ok, why = self.eligible(version, champion)
+            self.checkpoint("checked")
+            moves = []
+            if int(version) >= newest:
+                moves.append(CHALLENGER)
+            current_approved = self.alias(APPROVED)
+            if ok and (current_approved is None or int(version) > int(current_approved)):
+                moves.append(APPROVED)
+            self._append_audit(
+                {"action": "register", "version": version, "aliases": moves, "gates": "pass" if ok else why}
+            )
+            self.checkpoint("audited")
+            for alias in moves:
+                self._set_alias(alias, version)
+                held[alias] = version
+        return held
+
+    def approve(self, version: str, reviewer: str, note: str) -> str | None:
+        """A reviewer's sign-off: `champion` moves to `version`. Returns the previous champion."""
+        reviewer, note = _check_signoff(reviewer, note)
+        version = str(self.version(version).version)  # unknown version: a clear error before any lock
+        lock = self._lock()
+        with lock.held():
+            self.checkpoint("locked")
+            self._audit_breaks(lock)
+            previous = self.alias(CHAMPION)
+            if previous == version:
+                raise RegistryError(f"version {version} is already the champion")
+            ok, why = self.eligible(version, previous)
+            self.checkpoint("checked")
+            if not ok:
+                raise RegistryError(f"cannot approve: {why}")
+            self._append_audit(
+                {"action": "approve", "version": version, "previous": previous, "reviewer": reviewer, "note": note}
+            )
+            self.checkpoint("audited")
+            self._set_alias(CHAMPION, version)
+            self._sign(version, "approved", reviewer, note)
+            if self.alias(APPROVED) == version:  # no longer a candidate: it is in use
+                self.client.delete_registered_model_alias(self.name, APPROVED)
+        return previous
+
+    def rollback(self, reviewer: str, note: str, to: str | None = None) -> tuple[str | None, str]:
+        """`champion` back to an earlier approved version (default: the champion before the current one).
+
+        Returns (the champion it replaced, the version now champion).
+        """
+        reviewer, note = _check_signoff(reviewer, note)
+        if to is not None:
+            to = str(self.version(to).version)
+        lock = self._lock()
+        with lock.held():
+            self.checkpoint("locked")
+            self._audit_breaks(lock)
+            current = self.alias(CHAMPION)
+            target = to or self._previous_champion(current)
+            if target is None:
+                raise RegistryError("no earlier champion to roll back to; name one with --to VERSION")
+            if target == current:
+                raise RegistryError(f"version {target} is already the champion")
+            ok, why = self.eligible(target, current, for_rollback=True)
+            self.checkpoint("checked")
+            if not ok:
+                raise RegistryError(f"cannot roll back: {why}")
+            self._append_audit(
+                {"action": "rollback", "version": target, "previous": current, "reviewer": reviewer, "note": note}
+            )
+            self.checkpoint("audited")
+            self._set_alias(CHAMPION, target)
+            self._sign(target, "restored", reviewer, note)
+        return current, target
+
+    def _previous_champion(self, current: str | None) -> str | None:
+        """The most recent version made champion (by approve or rollback) that is not the current one."""
+        for entry in reversed(self.audit_log()):
+            if entry.get("action") in {"approve", "rollback"} and entry.get("version") != current:
+                return str(entry["version"])
+        return None
+
+    def _sign(self, version: str, verb: str, reviewer: str, note: str) -> None:
+        for key, value in (("by", reviewer), ("at", _now_iso()), ("note", note)):
+            self.client.set_model_version_tag(self.name, version, f"{SIGNOFF_PREFIX}{verb}_{key}", value)
+
+    # --- the table for people --------------------------------------------------------------------------------
+    def table(self) -> list[dict[str, str]]:
+        """One row per version: aliases, gate verdict (with failed or warned gates), headline, sign-offs."""
+        by_version: dict[str, list[str]] = {}
+        for alias, version in self.aliases().items():
+            by_version.setdefault(version, []).append(alias)
+        rows = []
+        for v in self.versions():
+            tags = v.tags or {}
+            ok, _ = gate_verdict(tags)
+            flagged = [
+                f"{g} {tags[f'{GATE_PREFIX}{g}'].split(':', 1)[0]}"
+                for g in REQUIRED_GATES
+                if not tags.get(f"{GATE_PREFIX}{g}", "fail").startswith("pass:")
+            ]
+            signed = [
+                f"{verb} by {tags[f'{SIGNOFF_PREFIX}{verb}_by']} {tags.get(f'{SIGNOFF_PREFIX}{verb}_at', '')}"
+                for verb in ("approved", "restored")
+                if f"{SIGNOFF_PREFIX}{verb}_by" in tags
+            ]
+            rows.append(
+                {
+                    "version": str(v.version),
+                    "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+                    "aliases": ", ".join(sorted(by_version.get(str(v.version), []))),
+                    "gates": ("pass" if ok else "FAIL") + (f" ({'; '.join(flagged)})" if flagged else ""),
+                    "external mAP50": tags.get("cordwatch.external.map50", ""),
+                    "sign-off": "; ".join(signed),
+                }
+            )
+        return rows
+
+
+def _check_signoff(reviewer: str, note: str) -> tuple[str, str]:
+    reviewer, note = (reviewer or "").strip(), (note or "").strip()
+    if not reviewer:
+        raise RegistryError("a sign-off needs the reviewer's name (--reviewer NAME)")
+    if not note:
+        raise RegistryError("a sign-off needs a note saying why (--note TEXT)")
+    if len(note) > MAX_NOTE:
+        raise RegistryError(f"the note is {len(note)} characters; keep it under {MAX_NOTE} and link to a document")
+    return reviewer, note

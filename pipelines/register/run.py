@@ -1,0 +1,407 @@
+"""The register stage: the evaluated detector becomes a registry version with its gates, lineage and model card.
+
+`run_register` is called by the Prefect flow (`flows/register_flow.py`), the CLI (so DVC's `register` stage) and
+any driver. It reads what train and evaluate wrote (the final weights, `metrics.json`, the predictions, the train
+and validation summaries), compares the model with the current champion on the same external set (a paired patient
+bootstrap with evaluate's own scorer), judges the gates, logs a `register-<profile>` MLflow run holding the pyfunc
+model and the model card, creates the version with every gate outcome in the same call, and moves the aliases
+through `Registry.record_registration` (under the promotion lock). `champion` is never moved here: that needs a
+reviewer (`cordwatch approve`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipelines import runtime
+from pipelines.contracts import ANNOTATIONS_TABLE, EXTERNAL_TEST, IMAGES_TABLE
+from pipelines.evaluate.predict import predict_boxes
+from pipelines.evaluate.scoring import match
+from pipelines.evaluate.uncertainty import paired_difference
+from pipelines.io import write_json
+from pipelines.labels import reference_boxes
+from pipelines.mlflow_store import lineage_tags, setup_mlflow
+from pipelines.progress import Progress, ProgressFn
+from pipelines.register import gates
+from pipelines.register.card import CardInputs, data_provenance, reader_protocol, render_card
+from pipelines.register.pyfunc import log_detector
+from pipelines.register.registry import CHAMPION, Registry, RegistryError, gate_tags
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from pipelines.config import Params
+
+STAGE = "register"
+MODEL_ARTIFACT = "detector"  # the pyfunc model's name in the register run
+PREDICTIONS_ARTIFACT = "evaluation/external_predictions.parquet"  # kept for later champion comparisons
+CARD_ARTIFACTS = "model_card"
+EXTERNAL_SET_TAG = "cordwatch.external_set"  # fingerprint of the external images and their reference boxes
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise RegistryError(f"{what} not found ({path}): run the earlier stages first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _fmt(figure: dict[str, Any] | None) -> str:
+    if not figure or figure.get("point") is None:
+        return "n/a"
+    low, high = figure.get("low"), figure.get("high")
+    ci = f" ({low:.3f}-{high:.3f})" if low is not None and high is not None else ""
+    return f"{figure['point']:.3f}{ci}"
+
+
+def external_set(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str], str]:
+    """The external test set: its images, the reference boxes, image -> patient, and a fingerprint of all three
+    (a champion's stored predictions are reused only on the very same set)."""
+    paths = params.paths
+    images = pd.read_parquet(paths.ingested_dir / IMAGES_TABLE)
+    splits = pd.read_parquet(paths.splits_file)
+    ids = set(splits.loc[splits["split"] == EXTERNAL_TEST, "image_id"])
+    if not ids:
+        raise RegistryError("the splits hold no external test set: nothing to compare a champion on")
+    subset = images[images["image_id"].isin(ids)].sort_values("image_id").reset_index(drop=True)
+    annotations = pd.read_parquet(paths.ingested_dir / ANNOTATIONS_TABLE)
+    ref = reference_boxes(annotations[annotations["image_id"].isin(ids)], params.readers.reference_level)
+    ref = ref[["image_id", "label", "x_min", "y_min", "x_max", "y_max"]].sort_values(list(ref.columns[:6]))
+    ref = ref.reset_index(drop=True)
+    patient_of = dict(zip(subset["image_id"], subset["patient_key"].astype(str), strict=True))
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(subset[["image_id", "patient_key"]], index=False).values.tobytes())
+    digest.update(pd.util.hash_pandas_object(ref, index=False).values.tobytes())
+    return subset, ref, patient_of, digest.hexdigest()[:16]
+
+
+def champion_predictions(
+    params: Params, client: MlflowClient, registry: Registry, champion: str, images: pd.DataFrame, fingerprint: str
+) -> tuple[pd.DataFrame, str]:
+    """The champion's boxes on the external set: those it stored at its own registration when the set is the same,
+    else predicted now with its own weights and image size. Returns the boxes and how they were obtained."""
+    import mlflow
+
+    version = registry.version(champion)
+    with tempfile.TemporaryDirectory() as tmp:
+        if (version.tags or {}).get(EXTERNAL_SET_TAG) == fingerprint and version.run_id:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=PREDICTIONS_ARTIFACT, dst_path=tmp
+            )
+            return pd.read_parquet(local), "its predictions stored at registration (same external set)"
+        model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.name}/{champion}", dst_path=tmp))
+        config = json.loads((model_dir / "artifacts" / "config.json").read_text())
+        weights = next((model_dir / "artifacts").glob("*.pt"))
+        boxes = predict_boxes(
+            weights,
+            [params.paths.ingested_dir / p for p in images["image_path"]],
+            int(config["imgsz"]),
+            device=params.train.device,
+        )
+        return boxes, "predicted now with its own weights (the external set changed since its registration)"
+
+
+def compare_with_champion(
+    params: Params,
+    client: MlflowClient,
+    registry: Registry,
+    champion: str | None,
+    challenger_boxes: pd.DataFrame,
+) -> tuple[dict[str, Any] | None, str, str]:
+    """Challenger minus champion external mAP50 with a paired patient bootstrap (evaluate's scorer and settings).
+
+    Returns the difference (None without a champion), how the champion's boxes were obtained, and the external
+    set's fingerprint.
+    """
+    images, ref, patient_of, fingerprint = external_set(params)
+    if champion is None:
+        return None, "", fingerprint
+    theirs, how = champion_predictions(params, client, registry, champion, images, fingerprint)
+    ids = set(images["image_id"])
+    ours = challenger_boxes[challenger_boxes["image_id"].isin(ids)].reset_index(drop=True)
+    theirs = theirs[theirs["image_id"].isin(ids)].reset_index(drop=True)
+    difference = paired_difference(
+        match(ours, ref, patient_of), match(theirs, ref, patient_of), params.evaluate, "map50"
+    ).to_dict()
+    return difference, how, fingerprint
+
+
+def _headline_tags(metrics: dict[str, Any], train_summary: dict[str, Any]) -> dict[str, str]:
+    external = metrics["sets"][EXTERNAL_TEST]
+    tags = {"cordwatch.external.map50": _fmt(external["model"].get("map50"))}
+    for group, figure in (external.get("model_minus_group") or {}).items():
+        p = figure.get("p_value")
+        tags[f"cordwatch.external.model_minus_{group}"] = _fmt(figure) + (f", P {p:.3f}" if p is not None else "")
+    cv = train_summary.get("cv") or {}
+    if "map50_mean" in cv:
+        tags["cordwatch.cv.map50"] = f"mean {cv['map50_mean']:.3f}, range {cv['map50_min']:.3f}-{cv['map50_max']:.3f}"
+    return tags
+
+
+def _train_run_tags(client: MlflowClient, run_id: str) -> dict[str, str]:
+    if not run_id:
+        return {}
+    try:
+        return dict(client.get_run(run_id).data.tags)
+    except Exception:  # a training run deleted or in another store: lineage reads as unknown
+        return {}
+
+
+def _evaluation_run_id(client: MlflowClient, experiment_id: str, train_run_id: str) -> str:
+    """The latest evaluation run of this training run (the flow logs one per `cordwatch evaluate`)."""
+    if not train_run_id:
+        return ""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`cordwatch.stage` = 'evaluate' and tags.`cordwatch.train_run_id` = '{train_run_id}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else ""
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(
+            name,
+            description=(
+                "YOLO11 detector of cervical spinal cord compression on sagittal T2 MRI (cordwatch). Aliases: "
+                "`challenger` = latest registered; `approved-candidate` = passed every gate, awaiting a reviewer; "
+                "`champion` = in use, moved only by a reviewer's sign-off (`cordwatch approve`). Each version's "
+                "description links its model card."
+            ),
+        )
+    except Exception as exc:
+        if str(getattr(exc, "error_code", "")) != "RESOURCE_ALREADY_EXISTS":
+            raise RegistryError(f"cannot create registered model {name}: {exc}") from exc
+
+
+def _log_card(
+    params: Params,
+    metrics: dict[str, Any],
+    train_summary: dict[str, Any],
+    outcomes: list[gates.GateOutcome],
+    lineage: dict[str, str],
+    synthetic: bool,
+    version: str,
+    run_id: str,
+) -> list[str]:
+    """Render the model card of `version` and log it (markdown, offline HTML, plots, the validation Data Docs) to
+    the register run under `model_card/`; return the artifact paths."""
+    import mlflow
+
+    paths = params.paths
+    images = pd.read_parquet(paths.ingested_dir / IMAGES_TABLE)
+    annotations = pd.read_parquet(paths.ingested_dir / ANNOTATIONS_TABLE)
+    splits = pd.read_parquet(paths.splits_file)
+    docs = paths.report_dir("validation")
+    shown = {
+        "git commit": lineage["cordwatch.lineage.git_commit"] or "unknown",
+        "git tree at training": {"false": "clean", "true": "uncommitted changes"}.get(
+            lineage["cordwatch.lineage.git_dirty"], "unknown"
+        ),
+        "DVC data hash (ingested data)": lineage["cordwatch.lineage.dvc_hash"] or "not run through dvc repro",
+        "data fingerprint (images, annotations, splits)": lineage["cordwatch.data_fingerprint"] or "unknown",
+        "params hash": lineage["cordwatch.lineage.params_hash"] or "unknown",
+        "training run": lineage["cordwatch.train_run_id"] or "unknown",
+        "evaluation run": lineage["cordwatch.evaluation_run_id"] or "not logged to MLflow",
+        "registration run": run_id,
+    }
+    inputs = CardInputs(
+        model_name=params.registry.model_name,
+        version=version,
+        metrics=metrics,
+        train_summary=train_summary,
+        provenance=data_provenance(images, splits),
+        readers=reader_protocol(annotations, params.readers.reference_level),
+        gates=outcomes,
+        gate_params=params.registry.gates,
+        lineage=shown,
+        evaluation_dir=paths.evaluation_dir,
+        validation_docs=docs if (docs / "index.html").is_file() else None,
+        synthetic=synthetic,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        render_card(inputs, Path(tmp))
+        mlflow.log_artifacts(tmp, CARD_ARTIFACTS)
+        logged = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file())
+    if inputs.validation_docs is not None:
+        mlflow.log_artifacts(str(docs), f"{CARD_ARTIFACTS}/data_validation")
+    return [f"{CARD_ARTIFACTS}/{name}" for name in logged]
+
+
+def _description(
+    metrics: dict[str, Any], outcomes: list[gates.GateOutcome], synthetic: bool, experiment_id: str, run_id: str
+) -> str:
+    """The version's (and the register run's) description: where the card is, the verdict, the headline."""
+    link = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{CARD_ARTIFACTS}/model_card.html"
+    lines = [
+        f"**Model card:** [{CARD_ARTIFACTS}/model_card.html]({link}) (also `{CARD_ARTIFACTS}/model_card.md`), "
+        f"artifacts of the registration run `{run_id}`. Start there.",
+        "",
+    ]
+    if synthetic:
+        lines += ["**SYNTHETIC DATA:** every figure below comes from the phantom cohort, not from patients.", ""]
+    verdict = "passed every gate" if all(o.passed for o in outcomes) else "FAILED a gate: never eligible for champion"
+    lines += [f"**Gates:** {verdict}.", ""]
+    lines += [f"- {o.status}: `{o.name}`: {o.reason}" for o in outcomes]
+    external = metrics["sets"][EXTERNAL_TEST]["model"].get("map50")
+    lines += [
+        "",
+        f"**External mAP50** (AP at IoU 0.50, mean over classes, 101-point interpolation; 95% patient-bootstrap CI): "
+        f"{_fmt(external)}.",
+    ]
+    return "\n".join(lines)
+
+
+def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Register the evaluated final model as a new version of `registry.model_name`; return the summary also
+    written to `reports/register/summary.json` (version, aliases it holds, gate outcomes, timings)."""
+    import mlflow
+
+    start = time.perf_counter()
+    paths, settings = params.paths, params.registry
+
+    def tell(done: int, detail: str) -> None:
+        if progress is not None:
+            progress(Progress(STAGE, done, 5, "step", detail, detail))
+
+    runtime.configure_ultralytics(paths.state_dir)
+    if not paths.final_weights.is_file():
+        raise RegistryError(f"no final model ({paths.final_weights}): run `cordwatch train` first")
+    metrics = _read_json(paths.evaluation_metrics, "evaluation metrics")
+    train_summary = _read_json(paths.summary_file("train"), "train summary")
+    validation = (
+        json.loads(paths.summary_file("validation").read_text()) if paths.summary_file("validation").is_file() else None
+    )
+    train_run_id = _read_json(paths.train_run_file, "training run record").get("mlflow_run_id", "")
+    predictions = pd.read_parquet(paths.evaluation_dir / "predictions.parquet")
+
+    registry = open_registry(params)
+    client = registry.client
+    experiment_id = setup_mlflow(params)
+    trained = _train_run_tags(client, train_run_id)
+    evaluation_run_id = _evaluation_run_id(client, experiment_id, train_run_id)
+
+    tell(1, "comparing with the champion on the external set")
+    champion = registry.alias(CHAMPION)
+    difference, champion_source, fingerprint = compare_with_champion(params, client, registry, champion, predictions)
+    g = settings.gates
+    dirty = trained.get("cordwatch.lineage.git_dirty", "")
+    outcomes = [
+        gates.external_floor(metrics, g.min_external_map50_lower),
+        gates.subgroups(metrics, g.max_subgroup_shortfall),
+        gates.non_inferior(difference, g.noninferiority_margin, champion),
+        gates.data_contracts(
+            validation, train_summary.get("data_fingerprint", ""), (validation or {}).get("data_fingerprint")
+        ),
+        gates.clean_tree({"true": True, "false": False}.get(dirty), g.dirty_tree),
+    ]
+    synthetic = bool(metrics.get("synthetic"))
+    lineage = {
+        "cordwatch.lineage.git_commit": trained.get("cordwatch.lineage.git_commit", ""),
+        "cordwatch.lineage.git_dirty": dirty,
+        "cordwatch.lineage.dvc_hash": trained.get("cordwatch.lineage.dvc_hash", ""),
+        "cordwatch.lineage.params_hash": trained.get("cordwatch.lineage.params_hash", ""),
+        "cordwatch.data_fingerprint": train_summary.get("data_fingerprint", ""),
+        "cordwatch.train_run_id": train_run_id,
+        "cordwatch.evaluation_run_id": evaluation_run_id,
+    }
+
+    tell(2, "logging the pyfunc model")
+    imgsz = params.train.profile(params.profile).imgsz
+    run_tags = {
+        **lineage_tags(params, paths.ingested_dir, synthetic),
+        **lineage,
+        "cordwatch.stage": STAGE,
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"register-{params.profile}", tags=run_tags) as run:
+        run_id = run.info.run_id
+        info = log_detector(
+            paths.final_weights,
+            imgsz=imgsz,
+            conf=params.evaluate.operating_conf,
+            clip_percentiles=tuple(params.ingest.clip_percentiles),
+            name=MODEL_ARTIFACT,
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            external_ids = set(external_set(params)[0]["image_id"])
+            kept = Path(tmp) / "external_predictions.parquet"
+            predictions[predictions["image_id"].isin(external_ids)].to_parquet(kept, index=False)
+            mlflow.log_artifact(str(kept), artifact_path="evaluation")
+        for report in (paths.evaluation_metrics, paths.evaluation_report, paths.summary_file("train")):
+            mlflow.log_artifact(str(report), artifact_path="evaluation")
+
+        tell(3, "creating the version with its gates")
+        _ensure_registered_model(client, settings.model_name)
+        version_tags = {
+            **gate_tags(outcomes, champion),
+            **_headline_tags(metrics, train_summary),
+            **lineage,
+            EXTERNAL_SET_TAG: fingerprint,
+            "cordwatch.synthetic_data": str(synthetic).lower(),
+            "cordwatch.profile": params.profile,
+        }
+        if champion is not None:
+            version_tags["cordwatch.gates.champion_boxes"] = champion_source
+        version = client.create_model_version(
+            settings.model_name,
+            source=info.model_uri,
+            run_id=run_id,
+            tags=version_tags,
+            description="Model card: being written (see the register run's model_card/ artifacts).",
+            model_id=info.model_id,
+        ).version
+        version = str(version)
+
+        tell(4, f"writing the model card of version {version}")
+        card_files = _log_card(params, metrics, train_summary, outcomes, lineage, synthetic, version, run_id)
+        description = _description(metrics, outcomes, synthetic, experiment_id, run_id)
+        client.update_model_version(settings.model_name, version, description=description)
+        mlflow.set_tag("mlflow.note.content", description)
+
+    tell(5, "moving aliases under the promotion lock")
+    held = registry.record_registration(version)
+    summary = {
+        "model": settings.model_name,
+        "version": version,
+        "aliases": {k: v for k, v in held.items() if v is not None},
+        "gates": {o.name: {"status": o.status, "reason": o.reason} for o in outcomes},
+        "passed": all(o.passed for o in outcomes),
+        "champion_compared": champion,
+        "run_id": run_id,
+        "card": card_files,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    write_json(paths.summary_file(STAGE), summary)
+    return summary
+
+
+def open_registry(params: Params) -> Registry:
+    """The registry named by `paths.mlflow_uri`, credentials from the environment or a 0600 file, and a fast,
+    readable failure when a server does not answer (MLflow's own client retries for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    from pipelines.register.credentials import use_credentials
+
+    uri = params.paths.mlflow_uri
+    if uri.startswith(("http://", "https://")):
+        use_credentials()
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+        except (urllib.error.URLError, OSError) as exc:
+            raise RegistryError(f"the registry at {uri} is unreachable: {getattr(exc, 'reason', exc)}") from exc
+    else:
+        setup_mlflow(params)  # the embedded store: create it (and the experiment) on first use
+    settings = params.registry
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return Registry(client, settings.model_name, settings.lock_wait_s, settings.lock_stale_after_s)
