@@ -7,6 +7,7 @@ the plot and the card's tables cannot disagree. Synthetic runs carry the SYNTHET
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,23 +97,56 @@ def plot_fold_bars(train_summary: dict[str, Any] | None, out: Path, synthetic: b
                label=f"Du et al. 2026 CV range {study_low:.3f}-{study_high:.3f}")  # fmt: skip
     if mean is not None:
         ax.axhline(mean, color="black", linestyle="--", linewidth=1.2, zorder=5, label=f"this run's CV mean {mean:.3f}")
-    if any(n in final for n in names):
-        ax.bar([], [], color=JUDGED_COLOUR, label="the fold the final model came from")
     ax.set(ylim=(0, 1.05), ylabel="mAP50 (validation fold)", title="Cross-validation: mAP50 per fold")
     ax.grid(axis="y", alpha=0.3, zorder=0)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.95)
+    handles, _ = ax.get_legend_handles_labels()
+    if any(n in final for n in names):
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color=JUDGED_COLOUR, label="the fold the final model came from"))
+    ax.legend(handles=handles, fontsize=8, loc="lower left", framealpha=0.95)
     _mark_synthetic(fig, synthetic)
     path = _save(fig, out)
     plt.close(fig)
     return path
 
 
-def _subgroup_rows(metrics: dict[str, Any], set_name: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The set's overall mAP50 row and its subgroup rows, in metrics.json order."""
+@dataclass(frozen=True)
+class ForestRow:
+    """One subgroup as the forest plot draws it; `state` is judged | short (judged, below overall minus the margin:
+    the subgroups gate fails on it) | small (too small to judge: greyed, labelled, not judged)."""
+
+    label: str
+    point: float | None
+    low: float | None
+    high: float | None
+    state: str
+
+
+def forest_rows(metrics: dict[str, Any], set_name: str, margin: float) -> tuple[float | None, list[ForestRow]]:
+    """The set's overall mAP50 and its subgroup rows (metrics.json order), each labelled and classed as the gate
+    reads it: a too-small subgroup is never judged, whatever its figure."""
     result = (metrics.get("sets") or {}).get(set_name) or {}
     rows = [r for r in result.get("subgroups") or [] if r.get("metric") == "map50"]
-    overall = next((r for r in rows if r.get("subgroup") == "all"), None)
-    return overall, [r for r in rows if r.get("subgroup") != "all"]
+    overall_row = next((r for r in rows if r.get("subgroup") == "all"), None)
+    overall = _number(overall_row.get("point")) if overall_row else None
+    out = []
+    for row in rows:
+        if row.get("subgroup") == "all":
+            continue
+        point, low, high = (_number(row.get(k)) for k in ("point", "low", "high"))
+        label = f"{row.get('subgroup')} = {row.get('value')}\n{row.get('n_patients', '?')} patients"
+        if row.get("too_small"):
+            state, label = "small", f"{label}, too small to judge"
+        elif point is not None and overall is not None and point < overall - margin:
+            state = "short"
+        else:
+            state = "judged"
+        out.append(ForestRow(label, point, low, high, state))
+    return overall, out
+
+
+_STATE_COLOURS = {"judged": JUDGED_COLOUR, "short": SHORT_COLOUR, "small": SMALL_COLOUR}
 
 
 def plot_subgroup_forest(
@@ -120,50 +154,44 @@ def plot_subgroup_forest(
 ) -> Path | None:
     """Forest plot of mAP50 per subgroup with its CI, the overall figure and overall minus the gate's margin.
 
-    Subgroups too small to judge (`too_small` in metrics.json) are greyed and labelled with why: the subgroups gate
+    Subgroups too small to judge (`too_small` in metrics.json) are greyed, dotted and labelled: the subgroups gate
     does not judge them, and neither should a reader of the plot. A judged subgroup below overall minus `margin` is
-    drawn red: the gate fails on it. Returns None when the set has no subgroup rows.
+    drawn red: the gate fails on it. Returns None, writing nothing, when the set has no subgroup rows.
     """
-    overall, rows = _subgroup_rows(metrics, set_name)
+    overall, rows = forest_rows(metrics, set_name, margin)
     if not rows:
         return None
-    overall_point = _number(overall.get("point")) if overall else None
+    level = float((metrics.get("params") or {}).get("ci_level", 0.95)) * 100
 
     plt = _pyplot()
     height = 1.6 + 0.55 * len(rows)
     fig, ax = plt.subplots(figsize=(7.2, height), dpi=110)
-    labels, lows = [], []
+    lows = []
     for i, row in enumerate(rows):
         y = len(rows) - 1 - i  # first row on top
-        point, low, high = (_number(row.get(k)) for k in ("point", "low", "high"))
-        small = bool(row.get("too_small"))
-        short = not small and point is not None and overall_point is not None and point < overall_point - margin
-        colour = SMALL_COLOUR if small else (SHORT_COLOUR if short else JUDGED_COLOUR)
-        label = f"{row.get('subgroup')} = {row.get('value')}\n{row.get('n_patients', '?')} patients"
-        if small:
-            label += ", too small to judge"
-        labels.append((y, label, colour))
-        if point is None:
+        colour, small = _STATE_COLOURS[row.state], row.state == "small"
+        if row.point is None:
             ax.text(0.5, y, "n/a", ha="center", va="center", fontsize=8, color=SMALL_COLOUR)
             continue
-        if low is not None and high is not None:
-            ax.plot([low, high], [y, y], color=colour, linewidth=1.6, linestyle=":" if small else "-")
-            lows.append(low)
-        ax.plot(point, y, "o", color=colour, markersize=7, markerfacecolor="white" if small else colour)
-        ax.text(point, y + 0.22, f"{point:.3f}", ha="center", va="bottom", fontsize=7.5, color=colour)
-    if overall_point is not None:
-        ax.axvline(overall_point, color="black", linewidth=1.2, label=f"overall {overall_point:.3f}")
-        ax.axvline(overall_point - margin, color=SHORT_COLOUR, linestyle="--", linewidth=1.1,
-                   label=f"overall minus gate margin {margin:.3f} = {overall_point - margin:.3f}")  # fmt: skip
-        lows.append(overall_point - margin)
-    ax.plot([], [], "o", color=JUDGED_COLOUR, label="judged subgroup (95% CI)")
+        if row.low is not None and row.high is not None:
+            ax.plot([row.low, row.high], [y, y], color=colour, linewidth=1.6, linestyle=":" if small else "-")
+            lows.append(row.low)
+        ax.plot(row.point, y, "o", color=colour, markersize=7, markerfacecolor="white" if small else colour)
+        ax.text(row.point, y + 0.22, f"{row.point:.3f}", ha="center", va="bottom", fontsize=7.5, color=colour)
+    if overall is not None:
+        ax.axvline(overall, color="black", linewidth=1.2, label=f"overall {overall:.3f}")
+        ax.axvline(overall - margin, color=SHORT_COLOUR, linestyle="--", linewidth=1.1,
+                   label=f"overall minus gate margin {margin:.3f} = {overall - margin:.3f}")  # fmt: skip
+        lows.append(overall - margin)
+    ax.plot([], [], "o", color=JUDGED_COLOUR, label=f"judged subgroup ({level:g}% CI)")
     ax.plot([], [], "o", color=SMALL_COLOUR, markerfacecolor="white", label="too small to judge (CI unreliable)")
     left = max(0.0, min(lows, default=0.5) - 0.05)
-    ax.set(xlim=(left, 1.02), ylim=(-0.8, len(rows) - 0.2), xlabel="mAP50 (95% CI)")
+    ax.set(xlim=(left, 1.02), ylim=(-0.8, len(rows) - 0.2), xlabel=f"mAP50 ({level:g}% CI)")
     ax.set_title(f"{set_name.replace('_', ' ')}: mAP50 by subgroup", fontsize=10)
-    ax.set_yticks([y for y, _, _ in labels], [label for _, label, _ in labels], fontsize=8)
-    for tick, (_, _, colour) in zip(ax.get_yticklabels(), labels, strict=True):
-        tick.set_color(colour)
+    ys = [len(rows) - 1 - i for i in range(len(rows))]
+    ax.set_yticks(ys, [r.label for r in rows], fontsize=8)
+    for tick, row in zip(ax.get_yticklabels(), rows, strict=True):
+        tick.set_color(_STATE_COLOURS[row.state])
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.55 / (height - 1.0)), ncol=2, frameon=False)
     _mark_synthetic(fig, synthetic)
