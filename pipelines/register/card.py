@@ -273,6 +273,14 @@ def _at_a_glance(inputs: CardInputs) -> list[str]:
             )
     else:
         lines.append("- **External test:** not evaluated: the study's headline figure is missing.")
+    cv = (inputs.train_summary or {}).get("cv") or inputs.metrics.get("cv") or {}
+    if "map50_min" in cv and "map50_max" in cv:
+        low, high = STUDY["cv_map50_range"]
+        lines.append(
+            f"- **Cross-validation mAP50** (development centre, range over folds): "
+            f"{cv['map50_min']:.3f}-{cv['map50_max']:.3f}; "
+            f"the study reported {low:.3f}-{high:.3f}."
+        )
     data = "synthetic phantoms (not patients)" if inputs.synthetic else "patient images"
     lines += [f"- **Data:** {data}; see *Data provenance*.", ""]
     return lines
@@ -402,9 +410,9 @@ def _definitions(metrics: dict[str, Any]) -> list[str]:
 
 
 def _cv_section(inputs: CardInputs, fold_plot: Path | None) -> list[str]:
-    lines = ["### Cross-validation (development data, 5 folds of patients)", ""]
     summary = inputs.train_summary
     folds = (summary or {}).get("folds") or {}
+    lines = [f"### Cross-validation (development data{f', {len(folds)} folds of patients' if folds else ''})", ""]
     cv = (summary or {}).get("cv") or {}
     study_low, study_high = STUDY["cv_map50_range"]
     if not summary or not folds:
@@ -690,9 +698,21 @@ th, td { border: 1px solid #c8d3de; padding: .35em .6em; text-align: left; verti
 th { background: #eef3f8; }
 tr:nth-child(even) td { background: #f9fbfd; }
 blockquote { background: #fdecea; border-left: 6px solid #b3261e; margin: 1em 0; padding: .6em 1em; color: #5f1410; }
-img { max-width: 100%; display: block; margin: .8em 0; border: 1px solid #e3e8ee; }
-code { background: #f2f4f7; padding: 0 .25em; font-size: 12px; word-break: break-all; }
+img { max-width: 47%; display: inline-block; vertical-align: top; margin: .6em .8em .6em 0;
+      border: 1px solid #e3e8ee; }
+p > img:only-child { max-width: 100%; }
+code { background: #f2f4f7; padding: 0 .25em; font-size: 12px; }
+td code { word-break: break-all; }
+td.gate-pass { color: #1e6b34; font-weight: bold; }
+td.gate-warn { color: #8a5a00; background: #fff4d6; font-weight: bold; }
+td.gate-fail { color: #ffffff; background: #b3261e; font-weight: bold; }
 """
+# The gate table's status cells as the markdown writes them -> coloured cells (HTML only).
+_STATUS_CELLS = {
+    "<td>pass</td>": '<td class="gate-pass">pass</td>',
+    "<td><strong>WARN</strong></td>": '<td class="gate-warn">WARN</td>',
+    "<td><strong>FAIL</strong></td>": '<td class="gate-fail">FAIL</td>',
+}
 
 
 def _inline_images(body: str, base: Path) -> str:
@@ -709,6 +729,8 @@ def _inline_images(body: str, base: Path) -> str:
 def render_html(card_markdown: str, base: Path, title: str) -> str:
     """Self-contained HTML of the card: inline CSS, plots inlined, no external resource (MLflow's viewer, offline)."""
     body = markdown.markdown(card_markdown, extensions=["tables"], output_format="html")
+    for cell, coloured in _STATUS_CELLS.items():
+        body = body.replace(cell, coloured)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"

@@ -219,6 +219,8 @@ def test_headline_figures_are_metrics_json(inputs: CardInputs, tmp_path: Path) -
     assert "0.944 (0.934 to 0.953)" in md  # the study's external figure beside this model's
     for fold, figures in inputs.train_summary["folds"].items():
         assert f"| {fold} | {figures['map50']:.3f} | {figures['map50_95']:.3f} |" in md
+    assert "### Cross-validation (development data, 5 folds of patients)" in md
+    assert "- **Cross-validation mAP50** (development centre, range over folds): 0.810-0.890;" in md
     assert "| **mean** | 0.851 |" in md and "| *Du et al. 2026* | *0.917-0.970* |" in md
 
 
@@ -309,6 +311,7 @@ def test_html_is_self_contained(inputs: CardInputs, tmp_path: Path) -> None:
         assert src is not None and src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_SIGNATURE)
     assert "reason with &lt;script>alert(1)&lt;/script> and a \\| pipe" in md
+    assert '<td class="gate-fail">FAIL</td>' in page and '<td class="gate-warn">WARN</td>' in page
     rows = [a for t, a in parser.tags if t == "tr"]
     assert len(rows) > 20
 
