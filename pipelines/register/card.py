@@ -200,7 +200,7 @@ def reader_protocol(annotations: pd.DataFrame, reference_level: str) -> dict[str
     ref = reference_boxes(annotations, reference_level)
     return {
         "reference_level": reference_level,
-        "reference_readers": levels.get(reference_level, {}).get("readers", []),
+        "reference_readers": sorted(ref["reader_id"].astype(str).unique()),  # whose boxes the reference holds
         "reference_images": int(ref["image_id"].nunique()),
         "reference_boxes": {str(k): int(v) for k, v in ref["label"].value_counts().sort_index().items()},
         "reference_rule": "one reader of the reference level per image (the first by reader id when several read it)",
