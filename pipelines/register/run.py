@@ -72,8 +72,8 @@ def external_set(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, 
     subset = images[images["image_id"].isin(ids)].sort_values("image_id").reset_index(drop=True)
     annotations = pd.read_parquet(paths.ingested_dir / ANNOTATIONS_TABLE)
     ref = reference_boxes(annotations[annotations["image_id"].isin(ids)], params.readers.reference_level)
-    ref = ref[["image_id", "label", "x_min", "y_min", "x_max", "y_max"]].sort_values(list(ref.columns[:6]))
-    ref = ref.reset_index(drop=True)
+    box_columns = ["image_id", "label", "x_min", "y_min", "x_max", "y_max"]
+    ref = ref[box_columns].sort_values(box_columns).reset_index(drop=True)
     patient_of = dict(zip(subset["image_id"], subset["patient_key"].astype(str), strict=True))
     digest = hashlib.sha256()
     digest.update(pd.util.hash_pandas_object(subset[["image_id", "patient_key"]], index=False).values.tobytes())
@@ -113,15 +113,14 @@ def compare_with_champion(
     registry: Registry,
     champion: str | None,
     challenger_boxes: pd.DataFrame,
-) -> tuple[dict[str, Any] | None, str, str]:
-    """Challenger minus champion external mAP50 with a paired patient bootstrap (evaluate's scorer and settings).
-
-    Returns the difference (None without a champion), how the champion's boxes were obtained, and the external
-    set's fingerprint.
-    """
-    images, ref, patient_of, fingerprint = external_set(params)
+    external: tuple[pd.DataFrame, pd.DataFrame, dict[str, str], str],
+) -> tuple[dict[str, Any] | None, str]:
+    """Challenger minus champion external mAP50 with a paired patient bootstrap (evaluate's scorer and settings),
+    on `external` (from `external_set`). Returns the difference (None without a champion) and how the champion's
+    boxes were obtained."""
+    images, ref, patient_of, fingerprint = external
     if champion is None:
-        return None, "", fingerprint
+        return None, ""
     theirs, how = champion_predictions(params, client, registry, champion, images, fingerprint)
     ids = set(images["image_id"])
     ours = challenger_boxes[challenger_boxes["image_id"].isin(ids)].reset_index(drop=True)
@@ -129,7 +128,7 @@ def compare_with_champion(
     difference = paired_difference(
         match(ours, ref, patient_of), match(theirs, ref, patient_of), params.evaluate, "map50"
     ).to_dict()
-    return difference, how, fingerprint
+    return difference, how
 
 
 def _headline_tags(metrics: dict[str, Any], train_summary: dict[str, Any]) -> dict[str, str]:
@@ -228,12 +227,10 @@ def _log_card(
         synthetic=synthetic,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        render_card(inputs, Path(tmp))
+        files = render_card(inputs, Path(tmp))  # the Data Docs are copied in beside the card, linked from it
         mlflow.log_artifacts(tmp, CARD_ARTIFACTS)
-        logged = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file())
-    if inputs.validation_docs is not None:
-        mlflow.log_artifacts(str(docs), f"{CARD_ARTIFACTS}/data_validation")
-    return [f"{CARD_ARTIFACTS}/{name}" for name in logged]
+        logged = [files.markdown, files.html, *files.plots]
+        return [f"{CARD_ARTIFACTS}/{path.relative_to(tmp).as_posix()}" for path in logged]
 
 
 def _description(
@@ -291,7 +288,9 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
 
     tell(1, "comparing with the champion on the external set")
     champion = registry.alias(CHAMPION)
-    difference, champion_source, fingerprint = compare_with_champion(params, client, registry, champion, predictions)
+    external = external_set(params)
+    fingerprint = external[3]
+    difference, champion_source = compare_with_champion(params, client, registry, champion, predictions, external)
     g = settings.gates
     dirty = trained.get("cordwatch.lineage.git_dirty", "")
     outcomes = [
@@ -331,7 +330,7 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
             name=MODEL_ARTIFACT,
         )
         with tempfile.TemporaryDirectory() as tmp:
-            external_ids = set(external_set(params)[0]["image_id"])
+            external_ids = set(external[0]["image_id"])
             kept = Path(tmp) / "external_predictions.parquet"
             predictions[predictions["image_id"].isin(external_ids)].to_parquet(kept, index=False)
             mlflow.log_artifact(str(kept), artifact_path="evaluation")

@@ -82,7 +82,7 @@ def _check_shared_code_and_input_folder(repo: Path) -> None:
     """Editing a shared module invalidates the stages that import it, and only those; ingest follows its input."""
     stages = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
     for module, users in {
-        "pipelines/labels.py": {"ingest", "train", "evaluate"},  # label lines and the reference boxes
+        "pipelines/labels.py": {"ingest", "train", "evaluate", "register"},  # label lines and the reference boxes
         "pipelines/contracts.py": stages,  # every stage's names
     }.items():
         original = (repo / module).read_text()
@@ -133,6 +133,7 @@ def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> Non
     assert "Running stage 'split'" in out
     assert "Running stage 'validate'" in out  # it depends on the splits
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+    assert "Running stage 'register'" in out  # a new model: a new registry version
     assert _sha(repo / "data" / "ingested" / "images.parquet") == ingested_before
     assert _sha(repo / "data" / "splits.parquet") != splits_before
     assert "split.seed" in _sh(repo, "dvc", "params", "diff")
