@@ -634,6 +634,13 @@ def _gates(inputs: CardInputs) -> list[str]:
     return [*lines, ""]
 
 
+def _lineage_value(value: str | None) -> str:
+    """An identifier (hash, run id) in code type, to copy exactly; words (e.g. `unknown`) as text."""
+    if not value:
+        return "not recorded"
+    return _text(value) if re.search(r"\s", value) or "`" in value else f"`{_text(value)}`"
+
+
 def _lineage(inputs: CardInputs, docs_linked: bool) -> list[str]:
     lines = [
         "## Lineage",
@@ -643,9 +650,7 @@ def _lineage(inputs: CardInputs, docs_linked: bool) -> list[str]:
         "| item | value |",
         "| --- | --- |",
     ]
-    lines += [
-        f"| {_text(k)} | `{_text(v)}` |" if v else f"| {_text(k)} | not recorded |" for k, v in inputs.lineage.items()
-    ]
+    lines += [f"| {_text(k)} | {_lineage_value(v)} |" for k, v in inputs.lineage.items()]
     lines += ["", "## Data validation", ""]
     if docs_linked:
         lines.append(

@@ -263,6 +263,9 @@ def test_gate_outcomes_and_lineage(inputs: CardInputs, tmp_path: Path) -> None:
     assert "| clean_git_tree | **WARN** |" in md
     for key, value in inputs.lineage.items():
         assert f"| {key} | `{value}` |" in md
+    lineage = {"git commit": "", "DVC data hash": "not run through dvc repro"}
+    md, _ = _card(CardInputs(**{**inputs.__dict__, "lineage": lineage}), tmp_path / "other")
+    assert "| git commit | not recorded |" in md and "| DVC data hash | not run through dvc repro |" in md
     assert "[data_validation/index.html](data_validation/index.html)" in md
 
 
