@@ -404,6 +404,22 @@ def find_chromium() -> str:
     pytest.skip(f"cannot run headless Chromium: {reason or 'chromium not found after installing it'}")
 
 
+def _refuse_downloads(url: str) -> None:
+    """Fail fast on a URL served as a download: headless Chromium saves it instead of rendering, and hangs."""
+    if not url.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            disposition = resp.headers.get("Content-Disposition", "")
+    except (urllib.error.URLError, OSError):
+        return  # an error page is Chromium's to render
+    if disposition.strip().lower().startswith("attachment"):
+        raise RuntimeError(
+            f"{url} is served as a download ({disposition}): Chromium would save it, not render it. "
+            "Fetch it and browse the local copy (file://...) instead."
+        )
+
+
 def browse(
     url: str,
     *,
@@ -415,15 +431,18 @@ def browse(
     """Open `url` in headless Chromium, return the DOM after the page's scripts ran; optionally a PNG screenshot.
 
     Background networking, component updates, sync and QUIC are off: on a closed network Chromium's own
-    connections are refused and would stall the page. Each call uses a new, temporary profile.
+    connections are refused and would stall the page. Each call uses a new, temporary profile. A URL served as a
+    download (`Content-Disposition: attachment`, e.g. MLflow's get-artifact) is refused at once: Chromium would
+    hang on it until timeout_s.
     """
     chromium = find_chromium()
+    _refuse_downloads(url)
 
     def run(*mode: str) -> subprocess.CompletedProcess[str]:
         with tempfile.TemporaryDirectory(prefix="cordwatch-chromium-") as profile:
             cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                   "--disable-dev-shm-usage", "--disable-breakpad", f"--user-data-dir={profile}",
                    f"--virtual-time-budget={virtual_time_budget_ms}", *mode, url]  # fmt: skip
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True

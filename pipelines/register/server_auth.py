@@ -23,7 +23,6 @@ What is not covered is listed in docs/registry-server.md.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import tempfile
@@ -156,14 +155,13 @@ def _registry_rules(protected: frozenset[str]) -> Callable[[], Response | None]:
 
 
 @contextmanager
-def _one_worker_at_a_time(key: str) -> Iterator[None]:
-    """Serialise the auth store's bootstrap across uvicorn workers on this host.
+def _one_worker_at_a_time() -> Iterator[None]:
+    """Serialise the auth store's bootstrap across uvicorn workers on this host (a lock file per OS user).
 
     MLflow bootstraps the auth database (migrations, admin user) in the parent only for `--app-name basic-auth`;
     for any other app name every worker does it, and concurrent migrations of a fresh database race.
     """
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"cordwatch-auth-{digest}.lock"
+    path = Path(tempfile.gettempdir()) / f"cordwatch-auth-{os.getuid()}.lock"
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -175,7 +173,7 @@ def _one_worker_at_a_time(key: str) -> Iterator[None]:
 def create_app(app: Flask = mlflow_flask_app) -> Flask | FastAPI:
     """MLflow's basic-auth app with cordwatch's registry rules (entry point `mlflow.app: cordwatch-auth`)."""
     protected = protected_aliases()
-    with _one_worker_at_a_time(basic_auth.auth_config.database_uri):
+    with _one_worker_at_a_time():
         served = basic_auth.create_app(app)
     # Registered after basic-auth's own before_request: runs only on requests it authenticated and allowed.
     app.before_request(_registry_rules(protected))
