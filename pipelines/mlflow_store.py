@@ -29,8 +29,11 @@ EXPERIMENT_DESCRIPTION = (
     "(the registered version's model card and gate outcomes). Reviewers: start from Models > cordwatch-detector, "
     "open a version, and read its model card."
 )
-# MLflow 3's UI reads this experiment tag to choose between its GenAI and classic model-training views.
+# MLflow 3's UI reads this experiment tag to choose the experiment's tabs (classic model training, not GenAI).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Its sidebar's GenAI / Model training switch defaults to GenAI (kept in the browser's local storage); a link with
+# this query opens the classic view, with the model registry in the sidebar.
+CLASSIC_VIEW = "workflowType=machine_learning"
 
 
 def setup_mlflow(params: Params) -> str:
@@ -41,10 +44,14 @@ def setup_mlflow(params: Params) -> str:
     mlflow.set_registry_uri(params.paths.mlflow_uri)
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
-        root = params.paths.mlflow_artifacts.resolve()
-        root.mkdir(parents=True, exist_ok=True)
         tags = {**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_DESCRIPTION}
-        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=root.as_uri(), tags=tags)
+        if params.paths.mlflow_uri.startswith(("http://", "https://")):
+            # A tracking server keeps artifacts in its own root (proxied): a local path here would strand them.
+            experiment_id = mlflow.create_experiment(EXPERIMENT, tags=tags)
+        else:
+            root = params.paths.mlflow_artifacts.resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=root.as_uri(), tags=tags)
     else:
         experiment_id = experiment.experiment_id
         if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:

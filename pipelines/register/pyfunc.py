@@ -25,23 +25,33 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
 from pipelines.contracts import CLASS_NAMES
 from pipelines.imaging import model_image
 
 OUTPUT_COLUMNS: tuple[str, ...] = ("image", "class", "confidence", "x_min", "y_min", "x_max", "y_max")
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "path", required=False), ColSpec(Array(Array("long")), "pixels", required=False)]),
-    outputs=Schema(
-        [
-            ColSpec("long", "image"),
-            ColSpec("string", "class"),
-            *(ColSpec("double", c) for c in ("confidence", "x_min", "y_min", "x_max", "y_max")),
-        ]
-    ),
+INPUT_SCHEMA = Schema(
+    [ColSpec("string", "path", required=False), ColSpec(Array(Array("long")), "pixels", required=False)]
 )
+OUTPUT_SCHEMA = Schema(
+    [
+        ColSpec("long", "image"),
+        ColSpec("string", "class"),
+        *(ColSpec("double", c) for c in ("confidence", "x_min", "y_min", "x_max", "y_max")),
+    ]
+)
+
+
+def signature(conf: float) -> ModelSignature:
+    """Inputs, outputs, and one parameter: `conf`, the confidence threshold (default: the one the model was
+    registered with, the evaluation's operating point)."""
+    return ModelSignature(
+        inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA, params=ParamSchema([ParamSpec("conf", "double", float(conf))])
+    )
+
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pipelines/: shipped with the model
 
 
@@ -58,6 +68,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         import pydicom
 
         cfg = self.config
+        conf = float((params or {}).get("conf", cfg["conf"]))
         rows: list[tuple[object, ...]] = []
         paths = model_input["path"] if "path" in model_input else pd.Series([None] * len(model_input))
         pixels = model_input["pixels"] if "pixels" in model_input else pd.Series([None] * len(model_input))
@@ -70,7 +81,7 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
             else:
                 raise ValueError(f"input row {position} has neither a path nor pixels")
             image = model_image(stored, tuple(cfg["clip_percentiles"]), monochrome1)
-            result = self.model.predict(image, imgsz=cfg["imgsz"], conf=cfg["conf"], device="cpu", verbose=False)[0]
+            result = self.model.predict(image, imgsz=cfg["imgsz"], conf=conf, device="cpu", verbose=False)[0]
             boxes = result.boxes
             for (x0, y0, x1, y1), cls, score in zip(
                 boxes.xyxy.tolist(), boxes.cls.tolist(), boxes.conf.tolist(), strict=True
@@ -129,7 +140,7 @@ def log_detector(
                 python_model=DetectorModel(),
                 artifacts={"weights": str(weights), "config": str(config_path)},
                 code_paths=[str(PACKAGE_DIR)],
-                signature=SIGNATURE,
+                signature=signature(conf),
                 input_example=example_input(),
                 pip_requirements=[
                     f"{pkg}=={version(pkg)}" for pkg in ("ultralytics", "pydicom", "pandas", "numpy", "mlflow")

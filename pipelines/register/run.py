@@ -27,7 +27,7 @@ from pipelines.evaluate.scoring import match
 from pipelines.evaluate.uncertainty import paired_difference
 from pipelines.io import write_json
 from pipelines.labels import reference_boxes
-from pipelines.mlflow_store import lineage_tags, setup_mlflow
+from pipelines.mlflow_store import CLASSIC_VIEW, lineage_tags, setup_mlflow
 from pipelines.progress import Progress, ProgressFn
 from pipelines.register import gates
 from pipelines.register.card import CardInputs, data_provenance, reader_protocol, render_card
@@ -237,7 +237,7 @@ def _description(
     metrics: dict[str, Any], outcomes: list[gates.GateOutcome], synthetic: bool, experiment_id: str, run_id: str
 ) -> str:
     """The version's (and the register run's) description: where the card is, the verdict, the headline."""
-    link = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{CARD_ARTIFACTS}/model_card.html"
+    link = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{CARD_ARTIFACTS}/model_card.html?{CLASSIC_VIEW}"
     lines = [
         f"**Model card:** [{CARD_ARTIFACTS}/model_card.html]({link}) (also `{CARD_ARTIFACTS}/model_card.md`), "
         f"artifacts of the registration run `{run_id}`. Start there.",

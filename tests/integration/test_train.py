@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from prefect.testing.utilities import prefect_test_harness
-from typer.testing import CliRunner
 
-from flows.cli import app
 from pipelines.config import PathsParams
 from tests.conftest import REPO
 
@@ -20,25 +16,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ci-profile project in a temp folder, run through synth, ingest, split, validate and train."""
-    root = tmp_path_factory.mktemp("project")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["profile"] = "ci"
-    raw["paths"] = PathsParams.under(root).model_dump(mode="json")
-    raw["evaluate"]["bootstrap_resamples"] = 200  # CIs stay honest, the test stays quick
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    os.environ["CORDWATCH_PSEUDONYM_KEY"] = "train-test-key-0123456789"
-    cwd = Path.cwd()
-    os.chdir(root)  # anything written relative to the working directory would show up here
-    try:
-        with prefect_test_harness(server_startup_timeout=120):
-            for cmd in ("synth", "ingest", "split", "validate", "train", "evaluate"):
-                result = CliRunner().invoke(app, [cmd, "--params", str(root / "params.yaml")])
-                assert result.exit_code == 0, (cmd, result.output, result.exception)
-    finally:
-        os.chdir(cwd)
-    return root
+def project(ci_project: Path) -> Path:
+    """The session's ci-profile project (tests/integration/conftest.py), run through every stage."""
+    return ci_project
 
 
 def test_mlflow_run_tree_and_reports(project: Path) -> None:
