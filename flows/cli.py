@@ -221,11 +221,13 @@ def _registry(params_file: Path, profile: str | None):  # noqa: ANN202 - pipelin
 
 def _refused(action):  # noqa: ANN001, ANN202 - a zero-argument callable
     """Run a registry action; a refusal is one line on stderr and exit code 1 (nothing was changed)."""
+    from mlflow.exceptions import MlflowException
+
     from pipelines.register.registry import RegistryError
 
     try:
         return action()
-    except RegistryError as exc:
+    except (RegistryError, MlflowException) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
 

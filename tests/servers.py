@@ -251,7 +251,7 @@ class MlflowServer:
             "MLFLOW_TRACKING_PASSWORD": who.password if who else None,
         }
         with environ(values):
-            yield MlflowClient(tracking_uri=self.uri)
+            yield MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)  # not a registry set earlier
 
 
 @contextmanager

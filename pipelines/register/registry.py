@@ -326,33 +326,49 @@ class Registry:
         return seq
 
     def _set_alias(self, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(self.name, alias, version)
+        try:
+            self.client.set_registered_model_alias(self.name, alias, version)
+        except Exception as exc:  # e.g. PERMISSION_DENIED from a server: only a reviewer moves champion
+            raise RegistryError(f"the registry refused to move {alias} to version {version}: {exc}") from exc
         self.checkpoint("alias-set")
         now = self.alias(alias)
         if now != version:
             raise RegistryError(f"alias {alias} reads back as version {now}, not {version}: another writer moved it")
 
     def _audit_breaks(self, lock: PromotionLock) -> None:
-        """Record each stale lock broken, and whether the crashed holder's last logged move took effect (its audit
-        entry is written before the alias moves, so a crash in between leaves an entry that did not happen)."""
+        """Record each stale lock broken, and any alias the crashed holder moved without logging it (an alias moves
+        before its audit entry is written, so a refused move leaves no entry; a crash in between leaves a move the
+        log does not show, named here)."""
         for message in lock.broken:
             entry: dict[str, Any] = {"action": "lock-broken", "note": message}
-            log_so_far = self.audit_log()
-            if log_so_far:
-                last = log_so_far[-1]
-                wanted = {
-                    "approve": [CHAMPION],
-                    "rollback": [CHAMPION],
-                    "register": list(last.get("aliases") or []),
-                }.get(str(last.get("action")), [])
-                missed = [a for a in wanted if self.alias(a) != last.get("version")]
-                if missed:
-                    entry["incomplete"] = last["seq"]
-                    entry["note"] += (
-                        f"; its entry {last['seq']} ({last['action']} of version {last.get('version')}) did not "
-                        f"take effect: {', '.join(missed)} not moved"
-                    )
+            logged = self._logged_aliases()
+            unlogged = {
+                alias: now
+                for alias in (CHAMPION, APPROVED)
+                if (now := self.alias(alias)) != logged.get(alias) and not (now is None and alias not in logged)
+            }
+            if unlogged:
+                entry["unlogged"] = unlogged
+                entry["note"] += "; aliases it moved without a log entry: " + ", ".join(
+                    f"{alias} -> version {version}" for alias, version in unlogged.items()
+                )
             self._append_audit(entry)
+
+    def _logged_aliases(self) -> dict[str, str | None]:
+        """Where the audit log says `champion` and `approved-candidate` point (approvals and rollbacks move the
+        champion and take the approved version off `approved-candidate`; registrations move both)."""
+        where: dict[str, str | None] = {}
+        for e in self.audit_log():
+            version = e.get("version")
+            if e.get("action") in {"approve", "rollback"}:
+                where[CHAMPION] = version
+                if e.get("action") == "approve" and where.get(APPROVED) == version:
+                    where[APPROVED] = None
+            elif e.get("action") == "register" and APPROVED in (e.get("aliases") or []):
+                where[APPROVED] = version
+            elif e.get("action") == "lock-broken":
+                where.update(e.get("unlogged") or {})
+        return where
 
     def record_registration(self, version: str) -> dict[str, str | None]:
         """After a version is created: `challenger` moves to it (if it is the newest), and `approved-candidate` too
@@ -373,13 +389,13 @@ class Registry:
             current_approved = self.alias(APPROVED)
             if ok and (current_approved is None or int(version) > int(current_approved)):
                 moves.append(APPROVED)
+            for alias in moves:
+                self._set_alias(alias, version)
+                held[alias] = version
             self._append_audit(
                 {"action": "register", "version": version, "aliases": moves, "gates": "pass" if ok else why}
             )
             self.checkpoint("audited")
-            for alias in moves:
-                self._set_alias(alias, version)
-                held[alias] = version
         return held
 
     def approve(self, version: str, reviewer: str, note: str) -> str | None:
@@ -397,11 +413,11 @@ class Registry:
             self.checkpoint("checked")
             if not ok:
                 raise RegistryError(f"cannot approve: {why}")
+            self._set_alias(CHAMPION, version)  # refused by the server (not a reviewer): nothing was written
             self._append_audit(
                 {"action": "approve", "version": version, "previous": previous, "reviewer": reviewer, "note": note}
             )
             self.checkpoint("audited")
-            self._set_alias(CHAMPION, version)
             self._sign(version, "approved", reviewer, note)
             if self.alias(APPROVED) == version:  # no longer a candidate: it is in use
                 self.client.delete_registered_model_alias(self.name, APPROVED)
@@ -429,11 +445,11 @@ class Registry:
             self.checkpoint("checked")
             if not ok:
                 raise RegistryError(f"cannot roll back: {why}")
+            self._set_alias(CHAMPION, target)
             self._append_audit(
                 {"action": "rollback", "version": target, "previous": current, "reviewer": reviewer, "note": note}
             )
             self.checkpoint("audited")
-            self._set_alias(CHAMPION, target)
             self._sign(target, "restored", reviewer, note)
         return current, target
 

@@ -390,11 +390,14 @@ def open_registry(params: Params) -> Registry:
 
     from mlflow import MlflowClient
 
-    from pipelines.register.credentials import use_credentials
+    from pipelines.register.credentials import CredentialsError, use_credentials
 
     uri = params.paths.mlflow_uri
     if uri.startswith(("http://", "https://")):
-        use_credentials()
+        try:
+            use_credentials()
+        except CredentialsError as exc:
+            raise RegistryError(str(exc)) from exc
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
         except (urllib.error.URLError, OSError) as exc:

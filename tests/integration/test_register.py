@@ -29,7 +29,7 @@ from pipelines.mlflow_store import CLASSIC_VIEW
 from pipelines.register.registry import APPROVED, CHALLENGER, CHAMPION, REQUIRED_GATES, Registry
 from pipelines.register.run import champion_predictions, external_set
 from tests.integration.conftest import PSEUDONYM_KEY
-from tests.servers import browse, mlflow_server
+from tests.servers import browse, environ, mlflow_server, postgresql
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME = "cordwatch-detector"
@@ -209,3 +209,52 @@ def test_version_page_and_card_in_headless_chromium(ci_project: Path, tmp_path: 
         with urllib.request.urlopen(url, timeout=30) as response:
             card = response.read().decode()
         assert "Model card: cordwatch-detector version 1" in card and "Registration gates" in card
+
+
+def test_the_same_registry_code_on_postgresql_behind_the_auth_server(ci_project: Path, tmp_path: Path) -> None:
+    """One URI setting: `cordwatch register`, `approve` and `models` against `mlflow server --app-name
+    cordwatch-auth` on PostgreSQL. The pipeline's login registers and moves challenger / approved-candidate but
+    cannot approve (the server refuses, nothing is written); the reviewer's login, from a 0600 file, can."""
+    raw = yaml.safe_load((ci_project / "params.yaml").read_text())
+    with (
+        postgresql() as pg,
+        mlflow_server(tmp_path / "server", pg.create_database("mlflow"), auth=True, registered_models=[NAME]) as server,
+    ):
+        raw["paths"]["mlflow_uri"] = server.uri
+        (ci_project / "server.yaml").write_text(yaml.safe_dump(raw))
+        assert server.pipeline is not None and server.reviewer is not None
+        reviewer_file = tmp_path / "reviewer.ini"
+        reviewer_file.write_text(f"[mlflow]\nusername = reviewer\npassword = {server.reviewer.password}\n")
+        reviewer_file.chmod(0o600)
+        pipeline = {
+            "MLFLOW_TRACKING_USERNAME": server.pipeline.username,
+            "MLFLOW_TRACKING_PASSWORD": server.pipeline.password,
+        }
+        with prefect_test_harness(server_startup_timeout=120):
+            with environ(pipeline):
+                registered = _cli(ci_project, "register", params="server.yaml")
+                assert registered.exit_code == 0, registered.output
+                assert f"{NAME} version 1: passed every gate (aliases: challenger, approved-candidate)" in (
+                    registered.output
+                )
+                refused = _cli(
+                    ci_project, "approve", "1", "--reviewer", "pipeline", "--note", "x", params="server.yaml"
+                )
+                assert refused.exit_code == 1 and "PERMISSION_DENIED" in refused.output
+            no_login = {"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None}
+            with environ({**no_login, "CORDWATCH_MLFLOW_CREDENTIALS": str(reviewer_file)}):
+                approved = _cli(ci_project, "approve", "1", "--reviewer", "Dr A", "--note", "ok", params="server.yaml")
+                assert approved.exit_code == 0, approved.output
+                table = _cli(ci_project, "models", "--audit", params="server.yaml")
+            reviewer_file.chmod(0o644)  # (each CLI call here shares one process: clear what the last one set)
+            with environ({**no_login, "CORDWATCH_MLFLOW_CREDENTIALS": str(reviewer_file)}):
+                loose = _cli(ci_project, "models", params="server.yaml")
+        assert "approved by Dr A" in table.output
+        audit = table.output.split("audit log:")[1]
+        actions = re.findall(r"^\s+\d+\s+\S+\s+(\S+)", audit, re.M)
+        assert actions == ["register", "approve"]  # the refused approval left no entry
+        assert loose.exit_code == 2 and "chmod 600" in loose.output
+        with pg.connect("mlflow") as conn, conn.cursor() as cur:  # the versions live in PostgreSQL
+            cur.execute("select count(*) from model_versions where name = %s", (NAME,))
+            assert cur.fetchone()[0] == 1
+        assert any(server.artifact_root.rglob("model_card.html"))  # artifacts in the server's own root
