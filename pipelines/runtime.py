@@ -21,6 +21,7 @@ _OFFLINE_ENV = {
     "YOLO_VERBOSE": "False",  # ultralytics: quiet unless asked
     "HF_HUB_OFFLINE": "1",  # anything that would reach a model hub
     "EVIDENTLY_DISABLE_TELEMETRY": "1",  # evidently usage telemetry
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # not a phone-home: mlflow's download bars clutter the logs
 }
 
 

@@ -53,6 +53,7 @@ def signature(conf: float) -> ModelSignature:
 
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pipelines/: shipped with the model
+ENTRY_POINT = Path(__file__).with_name("detector_entry.py")  # models from code: no pickle in the model
 
 
 class DetectorModel(mlflow.pyfunc.PythonModel):
@@ -137,7 +138,7 @@ def log_detector(
         with project_imports_kept():
             return mlflow.pyfunc.log_model(
                 name=name,
-                python_model=DetectorModel(),
+                python_model=str(ENTRY_POINT),
                 artifacts={"weights": str(weights), "config": str(config_path)},
                 code_paths=[str(PACKAGE_DIR)],
                 signature=signature(conf),

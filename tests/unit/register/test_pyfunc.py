@@ -187,3 +187,9 @@ def test_logged_input_example_is_self_contained_and_predicts(registry: str) -> N
     assert list(example.columns) == ["pixels"]
     out = mlflow.pyfunc.load_model(local).predict(example)
     assert list(out.columns) == list(OUTPUT_COLUMNS)
+    # Models from code: the model holds its entry file and weights, no pickled object; the signature's conf param.
+    assert not list(Path(local).rglob("*.pkl"))
+    flavor = Model.load(local).flavors["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert (Path(local) / "detector_entry.py").is_file()
+    assert [p.name for p in Model.load(local).signature.params.params] == ["conf"]
