@@ -21,13 +21,14 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed  ## create .venv and install cordwatch with its dev tools
 
-demo: install  ## SYNTHETIC demo cohort -> ingest -> splits -> data contracts -> 5-fold training -> evaluation
+demo: install  ## SYNTHETIC demo cohort -> ingest -> splits -> contracts -> 5-fold training -> evaluation -> registry
 	$(BIN)/cordwatch synth --profile $(PROFILE)
 	$(BIN)/cordwatch ingest --profile $(PROFILE)
 	$(BIN)/cordwatch split --profile $(PROFILE)
 	$(BIN)/cordwatch validate --profile $(PROFILE)
 	$(BIN)/cordwatch train --profile $(PROFILE)
 	$(BIN)/cordwatch evaluate --profile $(PROFILE)
+	$(BIN)/cordwatch register --profile $(PROFILE)
 
 test: install  ## lint, then the whole test suite
 	$(BIN)/ruff check .
