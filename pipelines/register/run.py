@@ -89,13 +89,14 @@ def champion_predictions(
     import mlflow
 
     version = registry.version(champion)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # this client's store, whatever MLflow's process-wide URIs say
         if (version.tags or {}).get(EXTERNAL_SET_TAG) == fingerprint and version.run_id:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=version.run_id, artifact_path=PREDICTIONS_ARTIFACT, dst_path=tmp
-            )
+            local = client.download_artifacts(version.run_id, PREDICTIONS_ARTIFACT, tmp)
             return pd.read_parquet(local), "its predictions stored at registration (same external set)"
-        model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{registry.name}/{champion}", dst_path=tmp))
+        source = client.get_model_version_download_uri(registry.name, champion)  # a logged model, not a run file
+        model_dir = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=params.paths.mlflow_uri)
+        )
         config = json.loads((model_dir / "artifacts" / "config.json").read_text())
         weights = next((model_dir / "artifacts").glob("*.pt"))
         boxes = predict_boxes(

@@ -78,9 +78,7 @@ def test_registered_version_carries_gates_lineage_headline_and_card(ci_project: 
     assert "model_card/model_card.html" in version.description and "SYNTHETIC" in version.description
 
     # The card, as logged, quotes metrics.json's own figures (formatted as the evaluation report does).
-    card_dir = Path(
-        mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="model_card", dst_path=tmp_path)
-    )
+    card_dir = Path(client.download_artifacts(version.run_id, "model_card", str(tmp_path)))
     card = (card_dir / "model_card.md").read_text()
     assert _ci(ext) in card
     for group, figure in metrics["sets"][EXTERNAL_TEST]["model_minus_group"].items():
@@ -134,6 +132,23 @@ def test_registry_pyfunc_gives_evaluates_boxes_from_the_source_dicoms(ci_project
     for column in ("x_min", "y_min", "x_max", "y_max"):
         assert (got[column] - evaluated[column]).abs().max() < 1e-3
     assert (got["confidence"] - evaluated["score"]).abs().max() < 1e-4
+
+
+def test_logged_requirements_install_here_without_the_internet(ci_project: Path, tmp_path: Path) -> None:
+    """The model's requirements.txt pins what is installed here: pip resolves it with no index at all."""
+    client = _client(ci_project)
+    source = client.get_model_version_download_uri(NAME, "1")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path)))
+    requirements = (local / "requirements.txt").read_text().split()
+    assert {r.split("==")[0] for r in requirements} >= {"mlflow", "ultralytics", "pydicom", "numpy", "pandas"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "-r", str(local / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Would install" not in done.stdout  # everything already satisfied, nothing fetched
 
 
 def test_sign_off_rollback_and_refusals_through_the_cli(ci_project: Path, tmp_path: Path) -> None:
