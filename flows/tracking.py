@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import Params
-from pipelines.mlflow_store import lineage_tags, start_run
+from pipelines.mlflow_store import EVALUATE_DESCRIPTION, TRAIN_DESCRIPTION, lineage_tags, start_run
 from pipelines.train.core import FoldResult, TrainHooks, TrainPlan, TrainSummary, epoch_history
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ class MLflowTrainTracker(TrainHooks):
         from mlflow.entities import Param
 
         params, paths = self.params, self.params.paths
-        tags = {**lineage_tags(params, paths.ingested_dir, plan.synthetic), "cordwatch.stage": "train"}
+        described = lineage_tags(params, paths.ingested_dir, plan.synthetic, TRAIN_DESCRIPTION)
+        tags = {**described, "cordwatch.stage": "train"}
         self.client, self.run_id = start_run(params, f"train-{params.profile}", tags)
         prof = params.train.profile(params.profile)
         logged = {
@@ -237,7 +238,7 @@ def log_evaluation(params: Params, metrics: Mapping[str, Any], train_run_id: str
 
     paths = params.paths
     tags = {
-        **lineage_tags(params, paths.ingested_dir, bool(metrics.get("synthetic"))),
+        **lineage_tags(params, paths.ingested_dir, bool(metrics.get("synthetic")), EVALUATE_DESCRIPTION),
         "cordwatch.stage": "evaluate",
         "cordwatch.train_run_id": train_run_id,
     }

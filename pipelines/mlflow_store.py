@@ -60,14 +60,28 @@ def setup_mlflow(params: Params) -> str:
     return experiment_id
 
 
-def lineage_tags(params: Params, data_path: Path, synthetic: bool) -> dict[str, str]:
-    """Tags every run carries: data (DVC hash), code (git commit), settings (params hash), profile, synthetic flag."""
+def lineage_tags(params: Params, data_path: Path, synthetic: bool, description: str = "") -> dict[str, str]:
+    """Tags every run carries: data (DVC hash), code (git commit), settings (params hash), profile, synthetic flag,
+    and the run's description (what it holds, for a reviewer who opens it; the SYNTHETIC note when it applies)."""
     tags = lineage(params, data_path).as_tags()
     tags["cordwatch.profile"] = params.profile
     tags["cordwatch.synthetic_data"] = str(synthetic).lower()
-    if synthetic:
-        tags["mlflow.note.content"] = SYNTHETIC_NOTE
+    note = "\n\n".join(part for part in (description, SYNTHETIC_NOTE if synthetic else "") if part)
+    if note:
+        tags["mlflow.note.content"] = note
     return tags
+
+
+TRAIN_DESCRIPTION = (
+    "Cross-validated YOLO11 training: one child run per fold (its patients held out of its training), each with "
+    "its epochs, weights and ultralytics plots; this run holds the CV figures (cv_*) and the final model's weights "
+    "(model/). A reviewer reads these figures in the registered version's model card."
+)
+EVALUATE_DESCRIPTION = (
+    "Evaluation of the final model on the internal and external test sets, with the reader study: every figure "
+    "with its patient-bootstrap CI (metrics), the subgroup tables, metrics.json and report.md. A reviewer reads "
+    "them in the registered version's model card."
+)
 
 
 def start_run(params: Params, name: str, tags: dict[str, str]) -> tuple[MlflowClient, str]:

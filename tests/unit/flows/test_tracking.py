@@ -128,7 +128,9 @@ def test_a_failed_training_closes_its_runs(store, tmp_path: Path) -> None:
     client = _client(store)
     parent = client.get_run(tracker.run_id)
     assert parent.info.status == "FAILED" and "CUDA out of memory" in parent.data.tags["cordwatch.error"]
-    assert parent.data.tags["cordwatch.synthetic_data"] == "false" and "mlflow.note.content" not in parent.data.tags
+    note = parent.data.tags["mlflow.note.content"]  # the run's description, without the SYNTHETIC note
+    assert parent.data.tags["cordwatch.synthetic_data"] == "false" and "SYNTHETIC" not in note
+    assert note.startswith("Cross-validated YOLO11 training")
     assert client.get_run(tracker.children["fold0"]).info.status == "FAILED"
 
     stopped = MLflowTrainTracker(store)
