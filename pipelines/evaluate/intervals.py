@@ -131,6 +131,23 @@ def _json_dict(item: Interval | Difference) -> dict[str, float | int | str | Non
     return out
 
 
+# ------------------------------------------------------------------------------------------------- undefined
+def undefined_on_sample(draws: np.ndarray) -> str:
+    """The note of a figure undefined on the sample (a matched point the model's curve never reaches, a class with
+    no reference): no CI and no P, because the resamples where it happens to be defined describe only themselves."""
+    defined = _finite(draws).size
+    return f"undefined on this set; defined in {defined} of {np.asarray(draws).size} resamples: no CI"
+
+
+def undefined_interval(point: float, draws: np.ndarray) -> Interval:
+    return Interval(float(point), np.nan, np.nan, int(_finite(draws).size), "none", undefined_on_sample(draws))
+
+
+def undefined_difference(point: float, diffs: np.ndarray) -> Difference:
+    note = undefined_on_sample(diffs)
+    return Difference(float(point), np.nan, np.nan, np.nan, int(_finite(diffs).size), "none", note)
+
+
 # --------------------------------------------------------------------------------------------------- percentile
 def _finite(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=float).ravel()

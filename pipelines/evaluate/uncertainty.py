@@ -41,6 +41,8 @@ from pipelines.evaluate.intervals import (
     jackknife_weights,
     percentile_difference,
     percentile_interval,
+    undefined_difference,
+    undefined_interval,
 )
 from pipelines.evaluate.mrmc import MRMCResult, model_vs_readers
 from pipelines.evaluate.params import EvaluateParams
@@ -77,8 +79,10 @@ class SourceDraws:
         return float(self.point[k]), self.draws[:, k], self.jack[:, k]
 
     def interval(self, key: str, level: float, method: str = "bca") -> Interval:
-        """One figure's CI."""
+        """One figure's CI (none for a figure undefined on the sample, see `undefined_on_sample`)."""
         point, draws, jack = self.column(key)
+        if not np.isfinite(point):
+            return undefined_interval(point, draws)
         if method == "percentile":
             return percentile_interval(point, draws, level)
         return bca_interval(point, draws, jack, level)
@@ -88,8 +92,11 @@ class SourceDraws:
         return {key: self.interval(key, level, method) for key in self.keys}
 
     def difference(self, key: str, level: float, method: str = "bca") -> Difference:
-        """A difference figure (from `minus`, or a gain) with its CI and two-sided P value against 0."""
+        """A difference figure (from `minus`, or a gain) with its CI and two-sided P value against 0 (neither for a
+        figure undefined on the sample)."""
         point, draws, jack = self.column(key)
+        if not np.isfinite(point):
+            return undefined_difference(point, draws)
         if method == "percentile":
             return percentile_difference(point, draws, level)
         return bca_difference(point, draws, jack, level)

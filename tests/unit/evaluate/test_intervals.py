@@ -244,3 +244,21 @@ def test_to_dict_is_strict_json() -> None:
     out = Difference(0.1, np.nan, 0.2, 0.04, 10, "bca", "").to_dict()
     assert out == {"point": 0.1, "low": None, "high": 0.2, "p_value": 0.04, "n_valid": 10, "method": "bca", "note": ""}
     assert Interval(0.5, 0.4, 0.6).to_dict()["method"] == "percentile"
+
+
+def test_a_figure_undefined_on_the_sample_gets_no_ci_and_no_p() -> None:
+    """A matched point the model's curve never reaches on the sample: the resamples where it is defined describe
+    only themselves, so neither method reports a CI or P; the count of such resamples is kept for the report."""
+    from pipelines.evaluate.uncertainty import SourceDraws
+
+    draws = np.full((200, 1), np.nan)
+    draws[:11, 0] = np.linspace(-0.2, -0.1, 11)
+    d = SourceDraws(("ppv_gain_at_reader_sensitivity",), np.array([np.nan]), draws, np.full((10, 1), np.nan))
+    for method in ("percentile", "bca"):
+        gain = d.difference("ppv_gain_at_reader_sensitivity", 0.95, method).to_dict()
+        assert gain["point"] is None and gain["low"] is None and gain["high"] is None and gain["p_value"] is None
+        assert gain["n_valid"] == 11 and gain["note"] == "undefined on this set; defined in 11 of 200 resamples: no CI"
+        figure = d.interval("ppv_gain_at_reader_sensitivity", 0.95, method).to_dict()
+        assert figure["low"] is None and figure["n_valid"] == 11 and figure["method"] == "none"
+    defined = SourceDraws(("x",), np.array([0.5]), np.linspace(0.4, 0.6, 200)[:, None], np.full((10, 1), 0.5))
+    assert defined.interval("x", 0.95, "percentile").low > 0.39  # a defined figure keeps its CI
