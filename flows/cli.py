@@ -196,6 +196,10 @@ def register(
     for name, gate in summary["gates"].items():
         typer.echo(f"  {gate['status']:<4} {name}: {gate['reason']}")
     typer.echo(f"model card: MLflow run {summary['run_id']}, artifacts model_card/model_card.html")
+    typer.echo(
+        f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {params.paths.mlflow_uri}, then open "
+        f"http://127.0.0.1:5000/#/models/{summary['model']}/versions/{summary['version']}?workflowType=machine_learning"
+    )
     if summary["passed"]:
         typer.echo(
             f"to put it in use: cordwatch approve {summary['version']} --reviewer NAME --note 'why' (a reviewer)"

@@ -144,6 +144,12 @@ def _headline_tags(metrics: dict[str, Any], train_summary: dict[str, Any]) -> di
     return tags
 
 
+def training_tree_dirty(train_run_tags: dict[str, str]) -> bool | None:
+    """Whether the model was trained from a git tree with uncommitted changes, read from its training run's lineage
+    tag (written as Python's `True`/`False`); None when unknown (no git there, or no training run)."""
+    return {"true": True, "false": False}.get(train_run_tags.get("cordwatch.lineage.git_dirty", "").strip().lower())
+
+
 def _train_run_tags(client: MlflowClient, run_id: str) -> dict[str, str]:
     if not run_id:
         return {}
@@ -293,7 +299,7 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
     fingerprint = external[3]
     difference, champion_source = compare_with_champion(params, client, registry, champion, predictions, external)
     g = settings.gates
-    dirty = trained.get("cordwatch.lineage.git_dirty", "")
+    dirty = training_tree_dirty(trained)
     outcomes = [
         gates.external_floor(metrics, g.min_external_map50_lower),
         gates.subgroups(metrics, g.max_subgroup_shortfall),
@@ -301,12 +307,12 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
         gates.data_contracts(
             validation, train_summary.get("data_fingerprint", ""), (validation or {}).get("data_fingerprint")
         ),
-        gates.clean_tree({"true": True, "false": False}.get(dirty), g.dirty_tree),
+        gates.clean_tree(dirty, g.dirty_tree),
     ]
     synthetic = bool(metrics.get("synthetic"))
     lineage = {
         "cordwatch.lineage.git_commit": trained.get("cordwatch.lineage.git_commit", ""),
-        "cordwatch.lineage.git_dirty": dirty,
+        "cordwatch.lineage.git_dirty": "" if dirty is None else str(dirty).lower(),
         "cordwatch.lineage.dvc_hash": trained.get("cordwatch.lineage.dvc_hash", ""),
         "cordwatch.lineage.params_hash": trained.get("cordwatch.lineage.params_hash", ""),
         "cordwatch.data_fingerprint": train_summary.get("data_fingerprint", ""),

@@ -5,6 +5,7 @@ params/metrics diffs tell a reviewer what moved, and push/pull round-trips throu
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -119,6 +120,9 @@ def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> Non
     assert (repo / "data" / "splits.parquet").is_file()
     assert (repo / "reports" / "validation" / "index.html").is_file()  # Data Docs
     assert dvc_hash(Path("data/ingested/images.parquet"), repo).endswith(".dir")
+    # In a git repository the training run's tree state is known to the registration gate (clean, or a warning).
+    registered = json.loads((repo / "reports" / "register" / "summary.json").read_text())
+    assert "unknown" not in registered["gates"]["clean_git_tree"]["reason"]
 
     # Record the experiment (lock + metric summaries), as the README says, then move one parameter.
     _sh(repo, "git", "add", "-A")

@@ -56,3 +56,13 @@ def test_dirty_tree_warns_or_fails_by_policy() -> None:
     assert gates.clean_tree(False, "fail").status == "pass"
     assert gates.clean_tree(True, "warn").status == "warn"
     assert gates.clean_tree(True, "fail").status == "fail"
+
+
+def test_training_tree_state_is_read_from_the_training_runs_lineage_tag() -> None:
+    from pipelines.register.run import training_tree_dirty
+
+    key = "cordwatch.lineage.git_dirty"
+    assert training_tree_dirty({key: "False"}) is False  # Lineage.as_tags writes str(bool)
+    assert training_tree_dirty({key: "True"}) is True
+    assert training_tree_dirty({key: "true"}) is True
+    assert training_tree_dirty({key: ""}) is None and training_tree_dirty({}) is None
