@@ -16,7 +16,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
@@ -60,9 +60,17 @@ def _fmt(figure: dict[str, Any] | None) -> str:
     return f"{figure['point']:.3f}{ci}"
 
 
-def external_set(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str], str]:
-    """The external test set: its images, the reference boxes, image -> patient, and a fingerprint of all three
-    (a champion's stored predictions are reused only on the very same set)."""
+class ExternalSet(NamedTuple):
+    """The external test set as the champion comparison needs it."""
+
+    images: pd.DataFrame  # images.parquet rows, by image_id
+    reference: pd.DataFrame  # the reference standard's boxes
+    patient_of: dict[str, str]  # image_id -> patient key (the bootstrap's clusters)
+    fingerprint: str  # of all three: a champion's stored predictions are reused only on the very same set
+
+
+def external_set(params: Params) -> ExternalSet:
+    """The external test set of the current splits, with its fingerprint."""
     paths = params.paths
     images = pd.read_parquet(paths.ingested_dir / IMAGES_TABLE)
     splits = pd.read_parquet(paths.splits_file)
@@ -78,16 +86,17 @@ def external_set(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, 
     digest = hashlib.sha256()
     digest.update(pd.util.hash_pandas_object(subset[["image_id", "patient_key"]], index=False).values.tobytes())
     digest.update(pd.util.hash_pandas_object(ref, index=False).values.tobytes())
-    return subset, ref, patient_of, digest.hexdigest()[:16]
+    return ExternalSet(subset, ref, patient_of, digest.hexdigest()[:16])
 
 
 def champion_predictions(
-    params: Params, client: MlflowClient, registry: Registry, champion: str, images: pd.DataFrame, fingerprint: str
+    params: Params, registry: Registry, champion: str, images: pd.DataFrame, fingerprint: str
 ) -> tuple[pd.DataFrame, str]:
     """The champion's boxes on the external set: those it stored at its own registration when the set is the same,
     else predicted now with its own weights and image size. Returns the boxes and how they were obtained."""
     import mlflow
 
+    client = registry.client
     version = registry.version(champion)
     with tempfile.TemporaryDirectory() as tmp:  # this client's store, whatever MLflow's process-wide URIs say
         if (version.tags or {}).get(EXTERNAL_SET_TAG) == fingerprint and version.run_id:
@@ -109,21 +118,15 @@ def champion_predictions(
 
 
 def compare_with_champion(
-    params: Params,
-    client: MlflowClient,
-    registry: Registry,
-    champion: str | None,
-    challenger_boxes: pd.DataFrame,
-    external: tuple[pd.DataFrame, pd.DataFrame, dict[str, str], str],
+    params: Params, registry: Registry, champion: str | None, challenger_boxes: pd.DataFrame, external: ExternalSet
 ) -> tuple[dict[str, Any] | None, str]:
-    """Challenger minus champion external mAP50 with a paired patient bootstrap (evaluate's scorer and settings),
-    on `external` (from `external_set`). Returns the difference (None without a champion) and how the champion's
-    boxes were obtained."""
-    images, ref, patient_of, fingerprint = external
+    """Challenger minus champion external mAP50 with a paired patient bootstrap (evaluate's scorer and settings).
+    Returns the difference (None without a champion) and how the champion's boxes were obtained."""
     if champion is None:
         return None, ""
-    theirs, how = champion_predictions(params, client, registry, champion, images, fingerprint)
-    ids = set(images["image_id"])
+    theirs, how = champion_predictions(params, registry, champion, external.images, external.fingerprint)
+    ref, patient_of = external.reference, external.patient_of
+    ids = set(external.images["image_id"])
     ours = challenger_boxes[challenger_boxes["image_id"].isin(ids)].reset_index(drop=True)
     theirs = theirs[theirs["image_id"].isin(ids)].reset_index(drop=True)
     difference = paired_difference(
@@ -296,8 +299,7 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
     tell(1, "comparing with the champion on the external set")
     champion = registry.alias(CHAMPION)
     external = external_set(params)
-    fingerprint = external[3]
-    difference, champion_source = compare_with_champion(params, client, registry, champion, predictions, external)
+    difference, champion_source = compare_with_champion(params, registry, champion, predictions, external)
     g = settings.gates
     dirty = training_tree_dirty(trained)
     outcomes = [
@@ -337,7 +339,7 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
             name=MODEL_ARTIFACT,
         )
         with tempfile.TemporaryDirectory() as tmp:
-            external_ids = set(external[0]["image_id"])
+            external_ids = set(external.images["image_id"])
             kept = Path(tmp) / "external_predictions.parquet"
             predictions[predictions["image_id"].isin(external_ids)].to_parquet(kept, index=False)
             mlflow.log_artifact(str(kept), artifact_path="evaluation")
@@ -350,7 +352,7 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
             **gate_tags(outcomes, champion),
             **_headline_tags(metrics, train_summary),
             **lineage,
-            EXTERNAL_SET_TAG: fingerprint,
+            EXTERNAL_SET_TAG: external.fingerprint,
             "cordwatch.synthetic_data": str(synthetic).lower(),
             "cordwatch.profile": params.profile,
         }
@@ -409,8 +411,6 @@ def open_registry(params: Params) -> Registry:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
         except (urllib.error.URLError, OSError) as exc:
             raise RegistryError(f"the registry at {uri} is unreachable: {getattr(exc, 'reason', exc)}") from exc
-    else:
-        setup_mlflow(params)  # the embedded store: create it (and the experiment) on first use
     settings = params.registry
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     return Registry(client, settings.model_name, settings.lock_wait_s, settings.lock_stale_after_s)

@@ -187,9 +187,9 @@ def test_sign_off_rollback_and_refusals_through_the_cli(ci_project: Path, tmp_pa
     # The champion's boxes predicted anew with its own weights equal those it stored at registration.
     params = load_params(ci_project / "params.yaml")
     images, _, _, fingerprint = external_set(params)
-    stored, how = champion_predictions(params, registry.client, registry, "1", images, fingerprint)
+    stored, how = champion_predictions(params, registry, "1", images, fingerprint)
     assert how.startswith("its predictions stored")
-    fresh, how = champion_predictions(params, registry.client, registry, "1", images, "another-set")
+    fresh, how = champion_predictions(params, registry, "1", images, "another-set")
     assert how.startswith("predicted now")
     key = ["image_id", "score"]
     stored, fresh = stored.sort_values(key).reset_index(drop=True), fresh.sort_values(key).reset_index(drop=True)
