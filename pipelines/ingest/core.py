@@ -22,7 +22,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,7 @@ from pipelines.ingest.annotations import (
     check_annotations,
     read_annotations,
 )
-from pipelines.ingest.files import DUPLICATE_SOP, FileOutcome, FileSettings, process_file
+from pipelines.ingest.files import DUPLICATE_SOP, FileOutcome, FileSettings, ImageChecks, process_file
 from pipelines.io import write_atomic, write_json, write_parquet_atomic
 from pipelines.labels import yolo_lines
 
@@ -240,19 +240,14 @@ def run_ingest(
     for d in (images_dir, staging, state):
         d.mkdir(parents=True, exist_ok=True)
 
+    checks = ImageChecks.from_params(cfg)
     settings = FileSettings(
-        rules=tuple(cfg.series_rules),
+        **{f.name: getattr(checks, f.name) for f in fields(ImageChecks)},
         key=key,
         site_tag=cfg.site_tag,
         site_map=dict(cfg.site_map),
-        max_file_bytes=int(cfg.max_file_mb * 1024 * 1024),
-        max_pixels=cfg.max_pixels,
-        min_matrix=cfg.min_matrix,
-        clip_percentiles=cfg.clip_percentiles,
         png_compress_level=cfg.png_compress_level,
         staging_dir=staging,
-        read_retries=cfg.retries,
-        retry_delay_s=cfg.retry_delay_s,
     )
     # The key is part of the journal's settings hash via a digest, so a new key re-derives every pseudonym.
     settings_hash = cfg.output_hash() + pseudo.source("journal-key-check")[1:9]

@@ -24,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pipelines.contracts import SYNTHETIC_MARKER
 from pipelines.imaging import normalise
 from pipelines.ingest import deid
-from pipelines.ingest.params import SeriesRule
+from pipelines.ingest.params import IngestParams, SeriesRule
 from pipelines.ingest.rules import first_failure, plane_of
 from pipelines.io import write_atomic
 
@@ -50,21 +50,45 @@ _TEXT_COLUMNS = ("site", "modality", "manufacturer", "model", "series_descriptio
 
 
 @dataclass(frozen=True)
-class FileSettings:
-    """Everything a worker needs, picklable."""
+class ImageChecks:
+    """What makes a file an image cordwatch reads: the series rules and the safety limits, picklable.
+
+    Ingestion and prediction (`pipelines.predict`) read files through the same functions (`read_file`,
+    `parse_dicom`, `require_uids`, `series_failure`, `checked_pixels`), so a file the detector is shown in the
+    reading room passes exactly the rules its training data did.
+    """
 
     rules: tuple[SeriesRule, ...]
-    key: bytes = field(repr=False)
-    site_tag: str
-    site_map: dict[str, str]
     max_file_bytes: int
     max_pixels: int
     min_matrix: int
     clip_percentiles: tuple[float, float]
-    png_compress_level: int
-    staging_dir: Path
     read_retries: int
     retry_delay_s: float
+
+    @classmethod
+    def from_params(cls, cfg: IngestParams) -> ImageChecks:
+        """The checks of the `ingest:` section."""
+        return cls(
+            rules=tuple(cfg.series_rules),
+            max_file_bytes=int(cfg.max_file_mb * 1024 * 1024),
+            max_pixels=cfg.max_pixels,
+            min_matrix=cfg.min_matrix,
+            clip_percentiles=cfg.clip_percentiles,
+            read_retries=cfg.retries,
+            retry_delay_s=cfg.retry_delay_s,
+        )
+
+
+@dataclass(frozen=True)
+class FileSettings(ImageChecks):
+    """Everything an ingestion worker needs, picklable: the image checks plus de-identification and output."""
+
+    key: bytes = field(repr=False)
+    site_tag: str
+    site_map: dict[str, str]
+    png_compress_level: int
+    staging_dir: Path
 
 
 @dataclass
@@ -146,7 +170,7 @@ def _parse(data: bytes) -> Dataset:
     raise Quarantine(NOT_DICOM, "no DICOM preamble, and no SOP Class UID in a forced parse")
 
 
-def _declared_checks(ds: Dataset, settings: FileSettings) -> tuple[int, int]:
+def _declared_checks(ds: Dataset, settings: ImageChecks) -> tuple[int, int]:
     """Refuse multi-frame, pixel-less, oversized or odd images from the header alone, before decoding."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -189,6 +213,60 @@ def _decode(ds: Dataset) -> np.ndarray:
     if arr.ndim != 2:
         raise Quarantine(UNSUPPORTED_PIXELS, f"decoded array has shape {arr.shape}")
     return arr
+
+
+def read_file(path: Path, checks: ImageChecks) -> bytes:
+    """One file's bytes, with the size limit and I/O retries.
+
+    Raises:
+        Quarantine: too large, empty or unreadable, with a stable reason code.
+    """
+    size = path.stat().st_size
+    if size > checks.max_file_bytes:
+        raise Quarantine(FILE_TOO_LARGE, f"{size} bytes, limit {checks.max_file_bytes}")
+    if size == 0:
+        raise Quarantine(NOT_DICOM, "empty file")
+    try:
+        return _read_bytes(path, checks.read_retries, checks.retry_delay_s)
+    except OSError as exc:
+        raise Quarantine(IO_ERROR, f"{type(exc).__name__} after {checks.read_retries} retries") from exc
+
+
+def parse_dicom(data: bytes) -> Dataset:
+    """Parse DICOM bytes (see `_parse`: files without a preamble are accepted only when they look like DICOM).
+
+    Raises:
+        Quarantine: truncated, unreadable or not DICOM.
+    """
+    return _parse(data)
+
+
+def require_uids(ds: Dataset) -> None:
+    """Raises Quarantine unless the SOP, study and series instance UIDs are all present."""
+    if not ds.get("SOPInstanceUID") or not ds.get("StudyInstanceUID") or not ds.get("SeriesInstanceUID"):
+        raise Quarantine(MISSING_IDENTIFIERS, "SOP, study or series instance UID missing")
+
+
+def series_failure(ds: Dataset, checks: ImageChecks) -> Quarantine | None:
+    """The first series rule this dataset fails, as a Quarantine to raise; None when it passes them all."""
+    failure = first_failure(ds, checks.rules)
+    return None if failure is None else Quarantine(failure.reason, failure.detail)
+
+
+def checked_pixels(ds: Dataset, checks: ImageChecks) -> np.ndarray:
+    """The decoded 2-D stored values, after refusing multi-frame, pixel-less, oversized or odd images from the
+    header alone (before any allocation).
+
+    Raises:
+        Quarantine: the image cannot or must not be decoded, with a stable reason code.
+    """
+    _declared_checks(ds, checks)
+    return _decode(ds)
+
+
+def is_monochrome1(ds: Dataset) -> bool:
+    """MONOCHROME1 stores brighter as lower values: the windowing inverts it."""
+    return ds.get("PhotometricInterpretation") == "MONOCHROME1"
 
 
 def _float(ds: Dataset, keyword: str) -> float | None:
@@ -286,29 +364,20 @@ def process_file(path: Path, root: Path, settings: FileSettings) -> FileOutcome:
     try:
         stat = path.stat()
         outcome.size_bytes, outcome.mtime_ns = stat.st_size, stat.st_mtime_ns
-        if stat.st_size > settings.max_file_bytes:
-            raise Quarantine(FILE_TOO_LARGE, f"{stat.st_size} bytes, limit {settings.max_file_bytes}")
-        if stat.st_size == 0:
-            raise Quarantine(NOT_DICOM, "empty file")
-        try:
-            data = _read_bytes(path, settings.read_retries, settings.retry_delay_s)
-        except OSError as exc:
-            raise Quarantine(IO_ERROR, f"{type(exc).__name__} after {settings.read_retries} retries") from exc
+        data = read_file(path, settings)
         outcome.sha256 = hashlib.sha256(data).hexdigest()
-        ds = _parse(data)
+        ds = parse_dicom(data)
         tokens = frozenset(deid.identity_tokens(ds))
-        if not ds.get("SOPInstanceUID") or not ds.get("StudyInstanceUID") or not ds.get("SeriesInstanceUID"):
-            raise Quarantine(MISSING_IDENTIFIERS, "SOP, study or series instance UID missing")
+        require_uids(ds)
         # Known from here on, so annotations on a quarantined image can say so.
         outcome.image_id = pseudo.image(str(ds.SOPInstanceUID))
-        failure = first_failure(ds, settings.rules)
+        failure = series_failure(ds, settings)
         if failure is not None:
-            raise Quarantine(failure.reason, failure.detail)
+            raise failure
         if not str(ds.get("PatientID", "") or "").strip():
             raise Quarantine(MISSING_IDENTIFIERS, "PatientID empty: images could not be grouped by patient")
-        _declared_checks(ds, settings)
-        pixels = _decode(ds)
-        image = normalise(pixels, settings.clip_percentiles, ds.get("PhotometricInterpretation") == "MONOCHROME1")
+        pixels = checked_pixels(ds, settings)
+        image = normalise(pixels, settings.clip_percentiles, is_monochrome1(ds))
         orig = _Original.of(ds, settings.site_tag, tokens)
         deid.apply_basic_profile(ds)
         row = _metadata(orig, ds, pseudo, settings)
