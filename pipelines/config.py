@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines.evaluate.params import EvaluateParams
 from pipelines.ingest.params import IngestParams, SeriesCondition, SeriesRule
+from pipelines.predict.params import PredictParams
 from pipelines.register.params import RegisterParams
 from pipelines.settings import PathsParams, ReadersParams, StrictModel
 from pipelines.split.params import SplitParams
@@ -35,6 +36,7 @@ __all__ = [
     "IngestParams",
     "Params",
     "ParamsError",
+    "PredictParams",
     "PathsParams",
     "ReadersParams",
     "RegisterParams",
@@ -65,6 +67,7 @@ class Params(StrictModel):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     registry: RegisterParams = RegisterParams()
+    predict: PredictParams = PredictParams()
 
     def with_profile(self, profile: str | None) -> Params:
         """Return a copy with another active profile (validated against the synth profiles)."""

@@ -1,0 +1,1 @@
+"""Explainable inference: quick read, full XAI and auto mode, DICOM results for a PACS."""

@@ -1,0 +1,108 @@
+"""Class-activation maps from a layer's activations and the gradient of one detection's logit, and their overlay.
+
+Methods (the measured comparison is `benchmarks/cam_localisation.py`; the README says which won and why):
+- `hirescam` (Draelos & Carin 2020): sum over channels of gradient x activation, per position. Faithful to what the
+  logit's first-order change depends on; the gradient of one kept box's logit makes it instance-specific (ODAM's
+  point, Zhao et al. ICLR 2023).
+- `gradcam` (Selvaraju et al. 2017): channel weights = gradient averaged over positions, then weighted activations.
+- `eigencam` (Muhammad & Yeasin 2020): the activations' first principal component; no gradient, no class, the same
+  map for every box of an image: the baseline an instance map must beat.
+
+Written here rather than taken from `grad-cam` (pytorch-grad-cam): its CAM classes run their own forward per call
+and expect a tensor output, so every box would cost a full forward and backward; these functions are its formulas
+applied to activations and gradients the detector already has (detector.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO}
+
+
+def gradient_map(activation: torch.Tensor, gradient: torch.Tensor, method: str) -> torch.Tensor:
+    """One layer's map (h x w, >= 0) from its activation (C x h x w) and one logit's gradient (C x h x w)."""
+    if method == "hirescam":
+        raw = (gradient * activation).sum(0)
+    elif method == "gradcam":
+        raw = (gradient.mean((1, 2), keepdim=True) * activation).sum(0)
+    else:
+        raise ValueError(f"unknown gradient CAM method {method!r} (hirescam, gradcam)")
+    return F.relu(raw)
+
+
+def eigencam(activation: torch.Tensor) -> torch.Tensor:
+    """The projection of each position on the activations' first principal direction (C x h x w -> h x w, >= 0)."""
+    c, h, w = activation.shape
+    flat = activation.reshape(c, h * w).T.float()
+    flat = flat - flat.mean(0, keepdim=True)
+    _, _, vh = torch.linalg.svd(flat, full_matrices=False)
+    proj = (flat @ vh[0]).reshape(h, w)
+    if proj.sum() < 0:  # an eigenvector's sign is arbitrary: take the one pointing into the activations
+        proj = -proj
+    return F.relu(proj)
+
+
+def to_source(layer_maps: Sequence[torch.Tensor], input_hw: tuple[int, int], source_hw: tuple[int, int]) -> np.ndarray:
+    """Layer maps -> one map over the source image, in [0, 1].
+
+    Each layer's map is scaled to its own maximum (layers differ in scale), bilinearly upsampled to the letterboxed
+    input, averaged over layers, the letterbox padding cut off (as `ops.scale_boxes` undoes it for boxes) and
+    resized to the source image. A map with no positive evidence stays all zeros.
+    """
+    ih, iw = input_hw
+    stacked = []
+    for m in layer_maps:
+        peak = float(m.max())
+        if peak > 0:
+            up = F.interpolate((m / peak)[None, None].float(), size=(ih, iw), mode="bilinear", align_corners=False)
+            stacked.append(up[0, 0])
+    sh, sw = source_hw
+    if not stacked:
+        return np.zeros((sh, sw), np.float32)
+    full = torch.stack(stacked).mean(0).cpu().numpy()
+    gain = min(ih / sh, iw / sw)
+    pad_x, pad_y = round((iw - sw * gain) / 2 - 0.1), round((ih - sh * gain) / 2 - 0.1)
+    inner = full[pad_y : pad_y + round(sh * gain), pad_x : pad_x + round(sw * gain)]
+    out = cv2.resize(inner, (sw, sh), interpolation=cv2.INTER_LINEAR)
+    peak = float(out.max())
+    return (np.clip(out / peak, 0, 1) if peak > 0 else out).astype(np.float32)
+
+
+def overlay(
+    gray_rgb: np.ndarray,
+    heatmap: np.ndarray,
+    box: Sequence[float],
+    *,
+    alpha: float = 0.45,
+    colormap: str = "jet",
+    box_color: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """The image with the map blended over it (alpha scaled by the map, so no evidence leaves the image as it is)
+    and the box outlined; RGB uint8, the source's size. No text is burned in (the secondary capture's header says
+    what it shows)."""
+    colored = cv2.applyColorMap(np.uint8(np.clip(heatmap, 0, 1) * 255), COLORMAPS[colormap])[..., ::-1]
+    weight = (alpha * np.clip(heatmap, 0, 1))[..., None]
+    base = gray_rgb.astype(np.float32)
+    out = np.clip(base * (1 - weight) + colored.astype(np.float32) * weight, 0, 255).astype(np.uint8)
+    x0, y0, x1, y1 = (round(v) for v in box)
+    cv2.rectangle(out, (x0, y0), (x1, y1), box_color, 1)
+    return out
+
+
+def energy_inside(heatmap: np.ndarray, box: Sequence[float], margin_px: float = 0.0) -> float:
+    """Share of the map's mass inside the box grown by margin_px on each side (0 for an empty map): the
+    localisation figure (energy-based pointing game, Wang et al. Score-CAM 2020)."""
+    total = float(heatmap.sum())
+    if total <= 0:
+        return 0.0
+    h, w = heatmap.shape
+    x0, y0, x1, y1 = box
+    c0, r0 = max(0, int(np.floor(x0 - margin_px))), max(0, int(np.floor(y0 - margin_px)))
+    c1, r1 = min(w, int(np.ceil(x1 + margin_px))), min(h, int(np.ceil(y1 + margin_px)))
+    return float(heatmap[r0:r1, c0:c1].sum()) / total

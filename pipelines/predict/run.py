@@ -1,0 +1,385 @@
+"""`run_predict`: read studies, detect, triage, explain where the mode says, write results a reading room and a PACS
+can use.
+
+Output folder (`--out`, default `reports/predict`), the only place the studies' own identifiers are written:
+```
+OUT/summary.csv, summary.json           one row per study; the run: counts, model, timings, failures
+OUT/studies/<StudyInstanceUID>/result.json   boxes, triage, files and their fate, explanation settings
+OUT/studies/<StudyInstanceUID>/heatmaps/*.png  one overlay per detection (xai, or auto where it explains)
+OUT/studies/<StudyInstanceUID>/dicom/sr.dcm, capture-NN.dcm  TID 1500 SR; secondary captures of the overlays
+```
+Logs, Prefect and MLflow see counts and timings only (no UID, name or path of an input).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+from pydicom.uid import generate_uid
+
+from pipelines.contracts import SYNTHETIC_MARKER
+from pipelines.ingest.files import ImageChecks
+from pipelines.io import write_atomic, write_json
+from pipelines.predict import cam
+from pipelines.predict.detector import Detector
+from pipelines.predict.inputs import FAILED, NO_SELECTED_IMAGE, StudyInput, group_by_study, read_studies
+from pipelines.predict.model import ModelRef, resolve_model
+from pipelines.predict.triage import Finding, explain_reason, level_positions, study_triage
+from pipelines.progress import Progress, ProgressFn
+
+if TYPE_CHECKING:
+    from pipelines.config import Params
+
+log = logging.getLogger(__name__)
+STAGE = "predict"
+SUMMARY_COLUMNS = (
+    "study_instance_uid", "status", "images", "detections", "compression_suspected", "priority", "levels",
+    "explained", "failed_files", "not_selected_files", "result",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One invocation's choices (the CLI's flags over params.yaml's `predict:`)."""
+
+    mode: str
+    out_dir: Path
+    dicom_results: bool = True
+
+
+class Predictor:
+    """The model loaded once, applied study by study."""
+
+    def __init__(self, model: ModelRef, params: Params, options: RunOptions) -> None:
+        settings = params.predict
+        self.model, self.settings, self.options = model, settings, options
+        self.detector = Detector(
+            model.weights,
+            imgsz=model.imgsz,
+            conf=settings.conf if settings.conf is not None else model.conf,
+            iou=settings.iou,
+            target_layers=settings.xai.layers,
+        )
+        self.checks = ImageChecks.from_params(params.ingest)
+        self.xai_record = {
+            "method": settings.xai.method,
+            "target_layers": list(self.detector.target_layers),
+            "target": "Detect head inputs (neck P3-P5)" if settings.xai.layers is None else "configured layers",
+            "gradient_of": "the kept box's class logit at the anchor NMS kept",
+            "overlay_alpha": settings.xai.overlay_alpha,
+            "colormap": settings.xai.colormap,
+        }
+        self.algorithm = None
+        if options.dicom_results:
+            from pipelines.predict.dicom_results import Algorithm
+
+            self.algorithm = Algorithm(name=model.name, version=model.version, uri=model.uri)
+
+    def study(self, study: StudyInput) -> dict[str, Any]:
+        """Detect, triage, explain and write one study's results; returns its summary row and result."""
+        mode = self.options.mode
+        keep_state = mode != "quick"
+        images = study.images
+        boxes, states = [], []
+        for start in range(0, len(images), self.settings.batch):
+            chunk = [im.pixels for im in images[start : start + self.settings.batch]]
+            b, s = self.detector.detect(chunk, keep_state=keep_state)
+            boxes += b
+            states += s
+        names = self.model.class_names
+        findings: list[Finding] = []
+        levels: list[dict[str, Any]] = []
+        for i, b in enumerate(boxes):
+            positions = level_positions([tuple(map(float, xy)) for xy in b.xyxy], self.settings.level_names)
+            for k in range(len(b)):
+                box = tuple(round(float(v), 2) for v in b.xyxy[k])
+                findings.append(Finding(i, names[int(b.class_index[k])], float(b.confidence[k]), box))
+                levels.append(positions[k])
+        triage = study_triage(findings, levels, self.settings.uncertainty_band)
+        reason = explain_reason(mode, triage) if images else None
+        study_dir = self.options.out_dir / "studies" / _folder_name(study.study_uid)
+        maps: list[list[np.ndarray]] = [[] for _ in images]
+        if reason is not None:
+            maps = [self.detector.explain(s, b, self.settings.xai.method) for s, b in zip(states, boxes, strict=True)]
+        result = self._result(study, findings, levels, triage, reason)
+        heatmap_files = self._write_heatmaps(study, boxes, maps, result, study_dir)
+        if self.algorithm is not None and images:
+            self._write_dicom(study, findings, heatmap_files, result, study_dir)
+        write_json(study_dir / "result.json", result)
+        return result
+
+    # -------------------------------------------------------------------------------------------------- results
+    def _result(
+        self,
+        study: StudyInput,
+        findings: list[Finding],
+        levels: list[dict[str, Any]],
+        triage: dict[str, Any],
+        reason: str | None,
+    ) -> dict[str, Any]:
+        failed = [f for f in study.files if f.status == FAILED]
+        problems = [f.to_json() for f in failed]
+        if not study.images:
+            detail = "no file passed the series rules"
+            problems.append({"status": FAILED, "reason": NO_SELECTED_IMAGE, "detail": detail})
+        images = []
+        for i, im in enumerate(study.images):
+            ds = im.dataset
+            dets = [
+                {
+                    "label": f.label,
+                    "confidence": round(f.confidence, 4),
+                    "box": dict(zip(("x_min", "y_min", "x_max", "y_max"), f.box, strict=True)),
+                    "level": lv,
+                }
+                for f, lv in zip(findings, levels, strict=True)
+                if f.image == i
+            ]
+            images.append(
+                {
+                    "sop_instance_uid": im.sop_instance_uid,
+                    "series_instance_uid": str(ds.SeriesInstanceUID),
+                    "sop_class_uid": str(ds.SOPClassUID),
+                    "path": im.path,
+                    "rows": int(ds.Rows),
+                    "columns": int(ds.Columns),
+                    "detections": dets,
+                }
+            )
+        synthetic = any(SYNTHETIC_MARKER in str(im.dataset.get("ImageComments", "")).upper() for im in study.images)
+        return {
+            "study_instance_uid": study.study_uid,
+            "status": "failed" if problems else "ok",
+            "synthetic": synthetic,
+            "model": self.model.to_json(),
+            "mode": self.options.mode,
+            "triage": triage,
+            "explained": reason is not None,
+            "explain_reason": reason,
+            "xai": self.xai_record if reason is not None else None,
+            "images": images,
+            "files": [f.to_json() for f in study.files],
+            "problems": problems,
+        }
+
+    def _write_heatmaps(
+        self, study: StudyInput, boxes: list, maps: list[list[np.ndarray]], result: dict[str, Any], study_dir: Path
+    ) -> dict[tuple[int, int], np.ndarray]:
+        """One overlay PNG per explained detection; returns the overlays for the secondary captures."""
+        overlays: dict[tuple[int, int], np.ndarray] = {}
+        xai = self.settings.xai
+        for i, image_maps in enumerate(maps):
+            for k, heat in enumerate(image_maps):
+                det = result["images"][i]["detections"][k]
+                over = cam.overlay(
+                    study.images[i].pixels, heat, boxes[i].xyxy[k], alpha=xai.overlay_alpha, colormap=xai.colormap
+                )
+                name = f"heatmaps/image{i + 1:02d}-detection{k + 1:02d}-{det['label']}.png"
+                ok, png = cv2.imencode(".png", over[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                if not ok:  # pragma: no cover - OpenCV fails only on unsupported arrays
+                    raise RuntimeError("PNG encoding of a heatmap failed")
+                write_atomic(study_dir / name, png.tobytes())
+                det["heatmap"] = name
+                overlays[(i, k)] = over
+        return overlays
+
+    def _write_dicom(
+        self,
+        study: StudyInput,
+        findings: list[Finding],
+        overlays: dict[tuple[int, int], np.ndarray],
+        result: dict[str, Any],
+        study_dir: Path,
+    ) -> None:
+        """The TID 1500 SR of the study, and a secondary capture per overlay, with UIDs derived from the study and
+        the model version (a re-run writes the same objects, so a PACS holds them once)."""
+        from pipelines.predict.dicom_results import ResultDetection, heatmap_capture, structured_report
+
+        version = f"{self.model.name}/{self.model.version}"
+        per_image = [
+            (
+                im.dataset,
+                [ResultDetection(f.label, f.confidence, f.box) for f in findings if f.image == i],
+            )
+            for i, im in enumerate(study.images)
+        ]
+        sr_series = generate_uid(entropy_srcs=[study.study_uid, version, "sr-series"])
+        sr_uid = generate_uid(entropy_srcs=[study.study_uid, version, self.options.mode, "sr"])
+        sr = structured_report(
+            per_image,
+            self.algorithm,
+            series_uid=sr_series,
+            series_number=self.settings.sr_series_number,
+            sop_instance_uid=sr_uid,
+        )
+        dicom: dict[str, Any] = {"sr": "dicom/sr.dcm", "sr_sop_instance_uid": sr_uid, "captures": []}
+        _save(sr, study_dir / "dicom" / "sr.dcm")
+        sc_series = generate_uid(entropy_srcs=[study.study_uid, version, "capture-series"])
+        for n, ((i, k), over) in enumerate(sorted(overlays.items()), start=1):
+            det = result["images"][i]["detections"][k]
+            uid = generate_uid(entropy_srcs=[study.study_uid, version, "capture", str(i), str(k)])
+            sc = heatmap_capture(
+                study.images[i].dataset,
+                over,
+                per_image[i][1][k],
+                self.algorithm,
+                series_uid=sc_series,
+                series_number=self.settings.capture_series_number,
+                instance_number=n,
+                method=self.settings.xai.method,
+                sop_instance_uid=uid,
+            )
+            name = f"dicom/capture-{n:02d}.dcm"
+            _save(sc, study_dir / name)
+            det["capture"] = {"path": name, "sop_instance_uid": uid}
+            dicom["captures"].append(name)
+        result["dicom"] = dicom
+
+
+def _save(ds: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    write_atomic(path, buf.getvalue())
+
+
+def _folder_name(study_uid: str) -> str:
+    """The study's folder: its UID (what the hospital matches results on); files with no study go to `_no_study`."""
+    return study_uid if study_uid else "_no_study"
+
+
+def _summary_row(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    triage = result["triage"]
+    files = result["files"]
+    return {
+        "study_instance_uid": result["study_instance_uid"],
+        "status": result["status"],
+        "images": len(result["images"]),
+        "detections": sum(len(im["detections"]) for im in result["images"]),
+        "compression_suspected": triage["compression_suspected"],
+        "priority": triage["priority"],
+        "levels": ";".join(lv["level"] for lv in triage["levels"]),
+        "explained": result["explained"],
+        "failed_files": sum(1 for f in files if f["status"] == FAILED),
+        "not_selected_files": sum(1 for f in files if f["status"] == "not_selected"),
+        "result": f"studies/{_folder_name(result['study_instance_uid'])}/result.json",
+    }
+
+
+def write_summary(rows: list[dict[str, Any]], run: dict[str, Any], out_dir: Path) -> None:
+    """summary.csv (a worklist: most urgent first) and summary.json (the run)."""
+    ordered = sorted(rows, key=lambda r: (r["status"] != "failed", -float(r["priority"])))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(ordered)
+    write_atomic(out_dir / "summary.csv", buf.getvalue().encode())
+    write_json(out_dir / "summary.json", {**run, "studies": ordered})
+
+
+def predict_studies(
+    studies: Iterable[StudyInput],
+    predictor: Predictor,
+    *,
+    total: int | None,
+    progress: ProgressFn | None = None,
+    on_result: Callable[[StudyInput, dict[str, Any]], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run the predictor over studies; summary rows and run counts (no identity in what is logged)."""
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    n_images = n_explained = n_failed = 0
+    for done, study in enumerate(studies, start=1):
+        result = predictor.study(study)
+        if on_result is not None:
+            on_result(study, result)
+        rows.append(_summary_row(result, predictor.options.out_dir))
+        n_images += len(study.images)
+        n_explained += int(result["explained"])
+        n_failed += int(result["status"] == "failed")
+        if progress is not None:
+            rate = n_images / max(time.perf_counter() - started, 1e-9)
+            detail = f"{n_images} images, {rate:.1f} images/s, {n_explained} explained, {n_failed} with problems"
+            progress(Progress(STAGE, done, total, "study", detail=detail))
+    seconds = time.perf_counter() - started
+    counts = {
+        "studies": len(rows),
+        "images": n_images,
+        "explained": n_explained,
+        "suspected": sum(1 for r in rows if r["compression_suspected"]),
+        "failed": n_failed,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(n_images / seconds, 2) if seconds > 0 else None,
+    }
+    return rows, counts
+
+
+def run_predict(
+    params: Params,
+    source: Path | None = None,
+    *,
+    out_dir: Path | None = None,
+    mode: str | None = None,
+    model_uri: str | None = None,
+    pacs_url: str | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Predict on a DICOM file, study folder or tree (`source`), or on new studies of a DICOMweb PACS (`pacs_url`).
+
+    Returns summary.json's content; its `failed` counts studies with a problem (a failed file, no selected image).
+
+    Raises:
+        ModelError: the model cannot be found or read.
+        PredictInputError: source missing or empty.
+        PacsError: the PACS cannot be reached.
+    """
+    settings = params.predict
+    mode = mode or settings.mode
+    if mode not in ("quick", "xai", "auto"):
+        raise ValueError(f"mode must be quick, xai or auto, got {mode!r}")
+    if (source is None) == (pacs_url is None):
+        raise ValueError("give exactly one of a source path and a PACS URL")
+    out_dir = out_dir or params.paths.reports_dir / STAGE
+    model = resolve_model(model_uri or settings.model_uri, params)
+    predictor = Predictor(model, params, RunOptions(mode, out_dir, settings.dicom_results))
+    clip = model.clip_percentiles
+    if pacs_url is not None:
+        from pipelines.predict.pacs_run import predict_from_pacs
+
+        rows, counts = predict_from_pacs(pacs_url, predictor, clip, progress=progress)
+    else:
+        assert source is not None
+        groups = group_by_study(source)
+        studies = read_studies(source, groups, predictor.checks, clip)
+        rows, counts = predict_studies(studies, predictor, total=len(groups), progress=progress)
+    run = {
+        "stage": STAGE,
+        "mode": mode,
+        "model": model.to_json(),
+        "source": "pacs" if pacs_url else "folder",
+        **counts,
+        "synthetic_note": "SYNTHETIC phantom studies" if any(_synthetic(out_dir, r) for r in rows) else None,
+    }
+    write_summary(rows, run, out_dir)
+    log.info(
+        "predict: %d studies, %d images, %d suspected, %d explained, %d with problems, %.1f images/s",
+        counts["studies"], counts["images"], counts["suspected"], counts["explained"], counts["failed"],
+        counts["images_per_second"] or 0.0,
+    )  # fmt: skip
+    return {**run, "out_dir": str(out_dir)}
+
+
+def _synthetic(out_dir: Path, row: dict[str, Any]) -> bool:
+    try:
+        return bool(json.loads((out_dir / row["result"]).read_text()).get("synthetic"))
+    except (OSError, ValueError):
+        return False
