@@ -206,6 +206,68 @@ def register(
         )
 
 
+@app.command()
+def predict(
+    path: Annotated[
+        Path | None, typer.Argument(help="A DICOM file, a study folder or a tree of studies (or use --pacs).")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="quick: boxes + triage; xai: + a heatmap per detection; auto: xai where it helps."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a .pt file.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: reports/predict).")] = None,
+    pacs: Annotated[
+        str | None, typer.Option("--pacs", help="DICOMweb root URL: read new studies, store results back.")
+    ] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Read studies with the registered champion: triage, boxes, heatmaps, DICOM SR and captures.
+
+    Exit code 0: every study read; 1: some file or study had a problem (each named in its result.json and in
+    summary.csv; the rest were read); 2: nothing could run (bad arguments, no model, no input, PACS unreachable).
+    """
+    params = _setup(params_file, profile)
+    from flows.predict_flow import predict_flow, write_request
+    from pipelines.predict.inputs import PredictInputError
+    from pipelines.predict.model import ModelError
+
+    if (path is None) == (pacs is None):
+        typer.echo("error: give a PATH or --pacs URL (one of them)", err=True)
+        raise typer.Exit(2)
+    if mode is not None and mode not in ("quick", "xai", "auto"):
+        typer.echo(f"error: --mode must be quick, xai or auto, not {mode!r}", err=True)
+        raise typer.Exit(2)
+    if path is not None and not path.exists():
+        typer.echo(f"error: input not found: {path}", err=True)
+        raise typer.Exit(2)
+    out_dir = out or params.paths.reports_dir / "predict"
+    write_request(out_dir, source=path, pacs_url=pacs, mode=mode, model_uri=model)
+    try:
+        summary = predict_flow(params, out_dir)
+    except (ModelError, PredictInputError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except Exception as exc:
+        if type(exc).__name__ == "PacsError":
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        raise
+    model_info = summary["model"]
+    synthetic = " [SYNTHETIC phantom studies]" if summary.get("synthetic_note") else ""
+    typer.echo(
+        f"predict ({summary['mode']}, {model_info['name']} version {model_info['version']}): {summary['studies']} "
+        f"studies, {summary['images']} images, {summary['suspected']} with compression suspected, "
+        f"{summary['explained']} explained, {summary['failed']} with problems{synthetic}"
+    )
+    typer.echo(f"worklist: {out_dir / 'summary.csv'} (most urgent first); per study: {out_dir / 'studies'}")
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
 ReviewerOpt = Annotated[str, typer.Option("--reviewer", help="Who signs off (recorded on the version and the log).")]
 NoteOpt = Annotated[str, typer.Option("--note", help="Why: recorded with the sign-off.")]
 

@@ -14,7 +14,8 @@ import pandas as pd
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary sibling and rename (atomic on POSIX within one file system)."""
+    """Write via a temporary sibling and rename (atomic on POSIX within one file system); creates the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
