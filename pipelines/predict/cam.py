@@ -39,13 +39,16 @@ def gradient_map(activation: torch.Tensor, gradient: torch.Tensor, method: str) 
 def eigencam(activation: torch.Tensor) -> torch.Tensor:
     """The projection of each position on the activations' first principal direction (C x h x w -> h x w, >= 0)."""
     c, h, w = activation.shape
-    flat = activation.reshape(c, h * w).T.float()
-    flat = flat - flat.mean(0, keepdim=True)
+    raw = activation.reshape(c, h * w).T.float()
+    flat = raw - raw.mean(0, keepdim=True)
     _, _, vh = torch.linalg.svd(flat, full_matrices=False)
-    proj = (flat @ vh[0]).reshape(h, w)
-    if proj.sum() < 0:  # an eigenvector's sign is arbitrary: take the one pointing into the activations
+    proj = flat @ vh[0]
+    # An eigenvector's sign is arbitrary (and a centred projection sums to zero whichever it is): take the sign
+    # under which the map rises with the activations' strength.
+    strength = raw.norm(dim=1)
+    if float(((strength - strength.mean()) * proj).sum()) < 0:
         proj = -proj
-    return F.relu(proj)
+    return F.relu(proj.reshape(h, w))
 
 
 def to_source(layer_maps: Sequence[torch.Tensor], input_hw: tuple[int, int], source_hw: tuple[int, int]) -> np.ndarray:
@@ -106,3 +109,19 @@ def energy_inside(heatmap: np.ndarray, box: Sequence[float], margin_px: float = 
     c0, r0 = max(0, int(np.floor(x0 - margin_px))), max(0, int(np.floor(y0 - margin_px)))
     c1, r1 = min(w, int(np.ceil(x1 + margin_px))), min(h, int(np.ceil(y1 + margin_px)))
     return float(heatmap[r0:r1, c0:c1].sum()) / total
+
+
+def peak_inside(heatmap: np.ndarray, box: Sequence[float], margin_px: float = 0.0) -> bool:
+    """Whether the map's maximum lies in the box grown by margin_px (the pointing game, Zhang et al. 2018)."""
+    r, c = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    x0, y0, x1, y1 = box
+    return bool(x0 - margin_px <= c <= x1 + margin_px and y0 - margin_px <= r <= y1 + margin_px)
+
+
+def remove_evidence(image: np.ndarray, flat_index: np.ndarray, sigma_px: float = 6.0) -> np.ndarray:
+    """The image with the given pixels (flat indices) replaced by its own Gaussian blur: structure removed,
+    brightness kept (the deletion check; on T2, black pixels would imitate compression, not remove it)."""
+    out = image.copy()
+    rows, cols = np.unravel_index(flat_index, image.shape[:2])
+    out[rows, cols] = cv2.GaussianBlur(image, (0, 0), sigma_px)[rows, cols]
+    return out
