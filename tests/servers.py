@@ -5,6 +5,8 @@
 - `mlflow_server(...)`: `mlflow server` on a backend URI with a separate artifact root, plain or with
   `--app-name cordwatch-auth` (admin, `pipeline` and `reviewer` users with random passwords).
 - `browse(url, ...)`: headless Chromium (Debian's `chromium`), returns the rendered DOM, optionally a screenshot.
+- `orthanc(workdir)`: Debian's Orthanc with its DICOMweb plugin (installed with apt when root and absent), basic
+  auth with a generated user; `.url` is the REST root, `.dicomweb` the DICOMweb root for QIDO/WADO/STOW-RS.
 
 What cannot be started is skipped with a plain reason (`pytest.skip("cannot start PostgreSQL: ...")`), never
 faked. Every process is started in its own session and its whole process group is killed at the end (mlflow's
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import configparser
 import glob
+import json
 import os
 import secrets
 import shutil
@@ -463,3 +466,130 @@ def browse(
         if shot.returncode != 0 or not screenshot.exists():
             raise RuntimeError(f"chromium --screenshot {url} failed ({shot.returncode}): {shot.stderr[-1500:]}")
     return dom.stdout
+
+
+# --------------------------------------------------------------------------------------------------- Orthanc
+
+ORTHANC_PACKAGES = ("orthanc", "orthanc-dicomweb")
+ORTHANC_DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
+
+
+@dataclass
+class Orthanc:
+    """A running Orthanc with its DICOMweb plugin; every request needs basic auth as `user`.
+
+    `url` is the REST root (`/system`, `/studies`, ...), `dicomweb` the DICOMweb root (QIDO-RS, WADO-RS, STOW-RS).
+    """
+
+    url: str
+    dicomweb: str
+    user: Credentials
+    log: Path
+    process: subprocess.Popen
+
+
+def find_orthanc() -> tuple[str | None, Path | None]:
+    """The Orthanc binary and the DICOMweb plugin (.so), either None where absent."""
+    binary = shutil.which("Orthanc") or next((p for p in ("/usr/sbin/Orthanc",) if Path(p).exists()), None)
+    plugin = None
+    try:  # Debian's package owns the plugin; ask dpkg rather than guess its folder
+        listed = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True, timeout=30)
+        candidates = [Path(p) for p in listed.stdout.split() if p.endswith(".so") or ".so." in p]
+        plugin = next((p for p in candidates if p.name == ORTHANC_DICOMWEB_PLUGIN and p.exists()), None)
+        plugin = plugin or next((p for p in candidates if p.exists()), None)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if plugin is None:
+        found = glob.glob(f"/usr/share/orthanc/plugins/{ORTHANC_DICOMWEB_PLUGIN}") + glob.glob(
+            "/usr/lib/orthanc/libOrthancDicomWeb.so*"
+        )
+        plugin = Path(found[0]) if found else None
+    return binary, plugin
+
+
+def _wait_orthanc(url: str, user: Credentials, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Until `/system` answers 200 with the credentials (and the DICOMweb plugin is loaded)."""
+    import base64
+
+    token = base64.b64encode(f"{user.username}:{user.password}".encode()).decode()
+    plugin_info = urllib.request.Request(f"{url}/plugins/dicom-web", headers={"Authorization": f"Basic {token}"})
+    system = urllib.request.Request(f"{url}/system", headers={"Authorization": f"Basic {token}"})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(system, timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    else:
+        raise RuntimeError(f"Orthanc did not answer /system within {timeout_s:.0f} s:\n{_tail(log)}")
+    try:
+        with urllib.request.urlopen(plugin_info, timeout=5) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise RuntimeError(f"Orthanc runs but its DICOMweb plugin is not loaded ({exc}):\n{_tail(log)}") from exc
+
+
+@contextmanager
+def orthanc(workdir: Path, *, startup_timeout_s: float = 60.0) -> Iterator[Orthanc]:
+    """Orthanc (Debian's, installed with apt when root and absent) with DICOMweb on 127.0.0.1:free port.
+
+    A throwaway JSON config in `workdir` (mode 0600): storage and index in workdir, DICOM (DIMSE) server off,
+    remote access off, basic auth on with a generated user, the DICOMweb plugin at `/dicom-web/`. Finds are not
+    capped (LimitFindResults 0: with a cap, Orthanc 1.10's QIDO-RS pages come back short and cannot be paged).
+    Skips the test plainly if Orthanc cannot start.
+    """
+    binary, plugin = find_orthanc()
+    if binary is None or plugin is None:
+        reasons = [r for r in (apt_install(package) for package in ORTHANC_PACKAGES) if r]
+        binary, plugin = find_orthanc()
+        if binary is None or plugin is None:
+            missing = "Orthanc" if binary is None else "the DICOMweb plugin"
+            pytest.skip(f"cannot start Orthanc: {missing} not found ({'; '.join(reasons) or 'not in the package'})")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    user = Credentials("cordwatch", secrets.token_urlsafe(18))
+    config = {
+        "Name": "cordwatch-test",
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "index"),
+        "HttpPort": port,
+        "RemoteAccessAllowed": False,  # 127.0.0.1 only (Orthanc 1.10 listens on every interface)
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {user.username: user.password},
+        "DicomServerEnabled": False,
+        "DicomPort": free_port(),  # unused while the DICOM server is off, but never Debian's 4242
+        "OrthancExplorerEnabled": False,
+        "WebDavEnabled": False,
+        "HttpThreadsCount": 8,
+        "ConcurrentJobs": 1,
+        "StableAge": 1,
+        "LimitFindResults": 0,
+        "LimitFindInstances": 0,
+        "SaveJobs": False,
+        "SyncStorageArea": False,  # no fsync per instance: a test server
+        "Plugins": [str(plugin)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False, "Ssl": False},
+    }
+    config_path = workdir / "orthanc.json"
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the generated password
+    with os.fdopen(fd, "w") as handle:
+        json.dump(config, handle, indent=2)
+    log = workdir / "orthanc.log"
+    url = f"http://{LOCALHOST}:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, str(config_path)], stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+        )
+    try:
+        try:
+            _wait_orthanc(url, user, proc, log, startup_timeout_s)
+        except RuntimeError as exc:
+            pytest.skip(f"cannot start Orthanc: {exc}")
+        yield Orthanc(url=url, dicomweb=f"{url}/dicom-web", user=user, log=log, process=proc)
+    finally:
+        kill_session(proc)
