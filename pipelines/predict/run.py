@@ -129,7 +129,7 @@ class Predictor:
     ) -> dict[str, Any]:
         failed = [f for f in study.files if f.status == FAILED]
         problems = [f.to_json() for f in failed]
-        if not study.images:
+        if not study.images and study.study_uid:  # files with no study at all carry their own reasons
             detail = "no file passed the series rules"
             problems.append({"status": FAILED, "reason": NO_SELECTED_IMAGE, "detail": detail})
         images = []

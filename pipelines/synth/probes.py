@@ -57,11 +57,14 @@ def compression_probe(
     scanner: int = 0,
     profile: str = "demo",
     age_years: int = 55,
+    fov_mm: float | None = None,
+    matrix: int | None = None,
 ) -> Probe:
     """Patient `seed`, with a disc protrusion of `severity` (mild|moderate|severe) at `level` (0 = C2-C3) and every
     other level plain normal (no look-alikes, no artefacts); `level=None` renders the patient with no compression.
 
-    Same seed, different level: identical anatomy, geometry and noise except at the two levels.
+    Same seed, different level: identical anatomy, geometry and noise except at the two levels. `fov_mm` and
+    `matrix` override the scanner's (a smaller field of view zooms in on the cervical canal).
     """
     if level is not None and not 0 <= level < N_LEVELS:
         raise ValueError(f"level must be 0..{N_LEVELS - 1} ({', '.join(LEVEL_NAMES)}), got {level}")
@@ -81,8 +84,8 @@ def compression_probe(
     )
     sc = params.sites[site].scanners[scanner]
     prof = params.profiles[profile]
-    matrix = max(32, round(sc.matrix * prof.matrix_scale / 8.0) * 8)
-    ps = round(sc.fov_mm / matrix, 4)
+    matrix = matrix or max(32, round(sc.matrix * prof.matrix_scale / 8.0) * 8)
+    ps = round((fov_mm or sc.fov_mm) / matrix, 4)
     geom = SliceGeometry(rows=matrix, cols=matrix, ps=ps, theta=0.0, shift_a=0.0, shift_s=0.0, x_lat=0.0)
     noise = np.random.default_rng([seed, 104729])
     acq = sample_acquisition(
