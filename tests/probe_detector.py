@@ -3,7 +3,7 @@
 The ci project's model (one epoch on 64-pixel images) detects nothing, and the demo's takes 13 minutes to train.
 This one sees zoomed mid-sagittal phantoms (`pipelines.synth.probes`, 130 mm field of view on a 128 matrix: the
 demo's pixel size, the cervical canal filling the image) with one compressed level or none, and trains YOLO11n
-from scratch through ultralytics, offline, in about two minutes on 2 CPU cores. The heatmap tests need a detector
+from scratch through ultralytics, offline, in about two and a half minutes on 2 CPU cores. The heatmap tests need a detector
 that has learned the sign; how well the project's own models learn it is the evaluation's business.
 """
 
@@ -53,7 +53,7 @@ def _write(split_dir: Path, name: str, p: Probe) -> None:
 
 
 def train_probe_detector(
-    workdir: Path, params: SynthParams, *, images: int = 160, epochs: int = 30, batch: int = 8, first_seed: int = 1000
+    workdir: Path, params: SynthParams, *, images: int = 200, epochs: int = 40, batch: int = 8, first_seed: int = 1000
 ) -> ProbeDetector:
     """Train on `images` phantoms (seeds first_seed..; levels cycling over C2-C3..C7-T1 and none; grades 2 and 3)."""
     from ultralytics import YOLO
