@@ -2,9 +2,10 @@
 
 The ci project's model (one epoch on 64-pixel images) detects nothing, and the demo's takes 13 minutes to train.
 This one sees zoomed mid-sagittal phantoms (`pipelines.synth.probes`, 130 mm field of view on a 128 matrix: the
-demo's pixel size, the cervical canal filling the image) with one compressed level or none, and trains YOLO11n
-from scratch through ultralytics, offline, in about two and a half minutes on 2 CPU cores. The heatmap tests need a detector
-that has learned the sign; how well the project's own models learn it is the evaluation's business.
+demo's pixel size, the cervical canal filling the image) with one compressed level or none, labelled with the
+compressed level's box only, and trains YOLO11n from scratch through ultralytics, offline, in about two and a half
+minutes on 2 CPU cores. The heatmap tests need a detector that has learned the sign; how well the project's own
+models learn it is the evaluation's business.
 """
 
 from __future__ import annotations

@@ -131,3 +131,23 @@ def test_removing_the_map_top_pixels_lowers_confidence_more_than_random(detector
         drops_random.append(before - float(np.mean(randoms)))
     print(f"confidence drop: map top {np.mean(drops_map):.3f}, random {np.mean(drops_random):.3f}")
     assert np.mean(drops_map) > 0.1 and np.mean(drops_map) > 2 * max(np.mean(drops_random), 0.0)
+
+
+def test_the_detector_keeps_the_boxes_ultralytics_predict_keeps(trained: ProbeDetector, repo_params) -> None:
+    """cordwatch runs ultralytics' predict steps itself (to keep anchors and features): same boxes, same scores."""
+    from ultralytics import YOLO
+
+    ours = Detector(trained.weights, imgsz=trained.imgsz, conf=0.05)
+    bare = YOLO(str(trained.weights))
+    compared = 0
+    for seed in range(4):
+        image = probe_image(probe(repo_params.synth, seed, seed % 6))
+        theirs = bare.predict(image, imgsz=trained.imgsz, conf=0.05, device="cpu", verbose=False)[0].boxes
+        mine = ours.detect([image])[0][0]
+        order = np.lexsort((mine.xyxy[:, 1], mine.class_index))
+        ref_order = np.lexsort((theirs.xyxy.numpy()[:, 1], theirs.cls.numpy()))
+        assert len(mine) == len(theirs)
+        np.testing.assert_allclose(mine.xyxy[order], theirs.xyxy.numpy()[ref_order], atol=1e-3)
+        np.testing.assert_allclose(mine.confidence[order], theirs.conf.numpy()[ref_order], atol=1e-5)
+        compared += len(mine)
+    assert compared > 0
