@@ -78,6 +78,7 @@ def predict_from_pacs(
         problem = fetch_problems.get(study.study_uid)
         sent = 0
         if problem is None and result.get("dicom"):
+            predictor.wait(result)  # its SR and captures written
             objects = [study_dir / result["dicom"]["sr"]] + [study_dir / p for p in result["dicom"]["captures"]]
             try:
                 pacs.store([pydicom.dcmread(p) for p in objects])

@@ -36,6 +36,7 @@ class PredictParams(StrictModel):
     level_names: list[str] = Field(default_factory=lambda: ["C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7", "C7-T1"])
     batch: int = Field(8, ge=1)
     dicom_results: bool = True
+    dicom_workers: int = Field(0, ge=0)
     sr_series_number: int = Field(9901, ge=1)
     capture_series_number: int = Field(9902, ge=1)
     xai: XaiParams = Field(default_factory=XaiParams)

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ class Predictor:
             "overlay_alpha": settings.xai.overlay_alpha,
             "colormap": settings.xai.colormap,
         }
+        self._pool: Any = None
+        self._pending: list[tuple[Any, dict[str, Any], Path]] = []
         self.algorithm = None
         if options.dicom_results:
             from pipelines.predict.dicom_results import Algorithm
@@ -112,10 +115,13 @@ class Predictor:
         if reason is not None:
             maps = [self.detector.explain(s, b, self.settings.xai.method) for s, b in zip(states, boxes, strict=True)]
         result = self._result(study, findings, levels, triage, reason)
+        for stale in ("heatmaps", "dicom"):  # a re-run in another mode must not leave the last run's files
+            shutil.rmtree(study_dir / stale, ignore_errors=True)
         heatmap_files = self._write_heatmaps(study, boxes, maps, result, study_dir)
+        job = None
         if self.algorithm is not None and images:
-            self._write_dicom(study, findings, heatmap_files, result, study_dir)
-        write_json(study_dir / "result.json", result)
+            job = self._dicom_job(study, findings, heatmap_files, result, study_dir)
+        self._finish(job, result, study_dir)
         return result
 
     # -------------------------------------------------------------------------------------------------- results
@@ -193,57 +199,133 @@ class Predictor:
                 overlays[(i, k)] = over
         return overlays
 
-    def _write_dicom(
+    def _dicom_job(
         self,
         study: StudyInput,
         findings: list[Finding],
         overlays: dict[tuple[int, int], np.ndarray],
         result: dict[str, Any],
         study_dir: Path,
-    ) -> None:
-        """The TID 1500 SR of the study, and a secondary capture per overlay, with UIDs derived from the study and
-        the model version (a re-run writes the same objects, so a PACS holds them once)."""
-        from pipelines.predict.dicom_results import ResultDetection, heatmap_capture, structured_report
+    ) -> DicomJob:
+        """What the study's DICOM results hold, with UIDs derived from the study and the model version (a re-run
+        writes the same objects, so a PACS holds them once); result.json names them."""
+        from pipelines.predict.dicom_results import ResultDetection
 
         version = f"{self.model.name}/{self.model.version}"
         per_image = [
-            (
-                im.dataset,
-                [ResultDetection(f.label, f.confidence, f.box) for f in findings if f.image == i],
-            )
-            for i, im in enumerate(study.images)
+            [ResultDetection(f.label, f.confidence, f.box) for f in findings if f.image == i]
+            for i in range(len(study.images))
         ]
-        sr_series = generate_uid(entropy_srcs=[study.study_uid, version, "sr-series"])
         sr_uid = generate_uid(entropy_srcs=[study.study_uid, version, self.options.mode, "sr"])
-        sr = structured_report(
-            per_image,
-            self.algorithm,
-            series_uid=sr_series,
-            series_number=self.settings.sr_series_number,
-            sop_instance_uid=sr_uid,
-        )
         dicom: dict[str, Any] = {"sr": "dicom/sr.dcm", "sr_sop_instance_uid": sr_uid, "captures": []}
-        _save(sr, study_dir / "dicom" / "sr.dcm")
-        sc_series = generate_uid(entropy_srcs=[study.study_uid, version, "capture-series"])
+        captures = []
         for n, ((i, k), over) in enumerate(sorted(overlays.items()), start=1):
-            det = result["images"][i]["detections"][k]
             uid = generate_uid(entropy_srcs=[study.study_uid, version, "capture", str(i), str(k)])
-            sc = heatmap_capture(
-                study.images[i].dataset,
-                over,
-                per_image[i][1][k],
-                self.algorithm,
-                series_uid=sc_series,
-                series_number=self.settings.capture_series_number,
-                instance_number=n,
-                method=self.settings.xai.method,
-                sop_instance_uid=uid,
-            )
             name = f"dicom/capture-{n:02d}.dcm"
-            _save(sc, study_dir / name)
-            det["capture"] = {"path": name, "sop_instance_uid": uid}
+            result["images"][i]["detections"][k]["capture"] = {"path": name, "sop_instance_uid": uid}
             dicom["captures"].append(name)
+            captures.append((i, k, over, uid, name))
         result["dicom"] = dicom
+        return DicomJob(
+            study_dir=study_dir,
+            headers=[im.dataset for im in study.images],
+            detections=per_image,
+            algorithm=self.algorithm,
+            sr_series=generate_uid(entropy_srcs=[study.study_uid, version, "sr-series"]),
+            sr_uid=sr_uid,
+            sr_series_number=self.settings.sr_series_number,
+            capture_series=generate_uid(entropy_srcs=[study.study_uid, version, "capture-series"]),
+            capture_series_number=self.settings.capture_series_number,
+            captures=captures,
+            method=self.settings.xai.method,
+        )
+
+    # ------------------------------------------------------------------------------------ finishing a study
+    def _finish(self, job: DicomJob | None, result: dict[str, Any], study_dir: Path) -> None:
+        """Write the DICOM results, then result.json (so a result.json never names files not yet written): now,
+        or in a worker process when `predict.dicom_workers` > 0 (highdicom builds an SR in pure Python, several
+        times slower than the detection; workers overlap it with the next studies)."""
+        if job is None:
+            write_json(study_dir / "result.json", result)
+            return
+        if self.settings.dicom_workers == 0:
+            write_dicom_results(job)
+            write_json(study_dir / "result.json", result)
+            return
+        if self._pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(self.settings.dicom_workers, mp_context=mp.get_context("spawn"))
+        self._pending.append((self._pool.submit(write_dicom_results, job), result, study_dir))
+        while len(self._pending) > 2 * self.settings.dicom_workers:  # bounded: overlays wait in memory
+            self._complete_oldest()
+
+    def _complete_oldest(self) -> None:
+        future, result, study_dir = self._pending.pop(0)
+        future.result()  # a failure here is a bug, not bad input: it stops the run loudly
+        write_json(study_dir / "result.json", result)
+
+    def wait(self, result: dict[str, Any] | None = None) -> None:
+        """Finish pending studies: all of them, or up to and including the one whose result is `result`."""
+        while self._pending:
+            done_now = self._pending[0][1] is result
+            self._complete_oldest()
+            if done_now:
+                return
+
+    def close(self) -> None:
+        """Finish every pending study and stop the workers."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+
+
+@dataclass(frozen=True)
+class DicomJob:
+    """One study's DICOM results to build and write: picklable, so a worker process can do it."""
+
+    study_dir: Path
+    headers: list[Any]  # pydicom Datasets, pixel data dropped
+    detections: list[list[Any]]  # ResultDetection per image
+    algorithm: Any
+    sr_series: str
+    sr_uid: str
+    sr_series_number: int
+    capture_series: str
+    capture_series_number: int
+    captures: list[tuple[int, int, np.ndarray, str, str]]  # image, detection, overlay, SOP instance UID, path
+    method: str
+
+
+def write_dicom_results(job: DicomJob) -> None:
+    """The TID 1500 SR of the study and a secondary capture per overlay, written under job.study_dir."""
+    from pipelines.predict.dicom_results import heatmap_capture, structured_report
+
+    sr = structured_report(
+        list(zip(job.headers, job.detections, strict=True)),
+        job.algorithm,
+        series_uid=job.sr_series,
+        series_number=job.sr_series_number,
+        sop_instance_uid=job.sr_uid,
+    )
+    _save(sr, job.study_dir / "dicom" / "sr.dcm")
+    for n, (i, k, overlay, uid, name) in enumerate(job.captures, start=1):
+        sc = heatmap_capture(
+            job.headers[i],
+            overlay,
+            job.detections[i][k],
+            job.algorithm,
+            series_uid=job.capture_series,
+            series_number=job.capture_series_number,
+            instance_number=n,
+            method=job.method,
+            sop_instance_uid=uid,
+        )
+        _save(sc, job.study_dir / name)
 
 
 def _save(ds: Any, path: Path) -> None:
@@ -283,7 +365,7 @@ def write_summary(rows: list[dict[str, Any]], run: dict[str, Any], out_dir: Path
     writer.writeheader()
     writer.writerows(ordered)
     write_atomic(out_dir / "summary.csv", buf.getvalue().encode())
-    write_json(out_dir / "summary.json", {**run, "studies": ordered})
+    write_json(out_dir / "summary.json", {**run, "worklist": ordered})
 
 
 def predict_studies(
@@ -310,6 +392,7 @@ def predict_studies(
             rate = n_images / max(time.perf_counter() - started, 1e-9)
             detail = f"{n_images} images, {rate:.1f} images/s, {n_explained} explained, {n_failed} with problems"
             progress(Progress(STAGE, done, total, "study", detail=detail))
+    predictor.wait()  # DICOM results still being written in workers
     seconds = time.perf_counter() - started
     counts = {
         "studies": len(rows),
@@ -352,15 +435,10 @@ def run_predict(
     model = resolve_model(model_uri or settings.model_uri, params)
     predictor = Predictor(model, params, RunOptions(mode, out_dir, settings.dicom_results))
     clip = model.clip_percentiles
-    if pacs_url is not None:
-        from pipelines.predict.pacs_run import predict_from_pacs
-
-        rows, counts = predict_from_pacs(pacs_url, predictor, clip, progress=progress)
-    else:
-        assert source is not None
-        groups = group_by_study(source)
-        studies = read_studies(source, groups, predictor.checks, clip)
-        rows, counts = predict_studies(studies, predictor, total=len(groups), progress=progress)
+    try:
+        rows, counts = _predict_all(predictor, source, pacs_url, clip, progress)
+    finally:
+        predictor.close()
     run = {
         "stage": STAGE,
         "mode": mode,
@@ -376,6 +454,23 @@ def run_predict(
         counts["images_per_second"] or 0.0,
     )  # fmt: skip
     return {**run, "out_dir": str(out_dir)}
+
+
+def _predict_all(
+    predictor: Predictor,
+    source: Path | None,
+    pacs_url: str | None,
+    clip: tuple[float, float],
+    progress: ProgressFn | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    if pacs_url is not None:
+        from pipelines.predict.pacs_run import predict_from_pacs
+
+        return predict_from_pacs(pacs_url, predictor, clip, progress=progress)
+    assert source is not None
+    groups = group_by_study(source)
+    studies = read_studies(source, groups, predictor.checks, clip)
+    return predict_studies(studies, predictor, total=len(groups), progress=progress)
 
 
 def _synthetic(out_dir: Path, row: dict[str, Any]) -> bool:
