@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +16,7 @@ from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipelines.config import PathsParams
 from pipelines.predict.dicom_results import read_structured_report
-from tests.conftest import all_output_bytes
 from tests.dicom_checks import dciodvfy_errors
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,6 +52,7 @@ def test_xai_run_writes_worklist_results_and_valid_dicom(ci_project: Path, tmp_p
     low.write_text(params.read_text().replace("  conf: null", "  conf: 0.001"))
     cwd = Path.cwd()
     os.chdir(ci_project)
+    started = time.time() - 1  # mtime granularity
     try:
         result = CliRunner().invoke(
             app, ["predict", str(site), "--mode", "xai", "--model", MODEL, "--out", str(out), "--params", str(low)]
@@ -105,15 +105,30 @@ def test_xai_run_writes_worklist_results_and_valid_dicom(ci_project: Path, tmp_p
             assert got[:2] == want[:2] and got[2] == pytest.approx(want[2], abs=1e-4)
             assert got[3] == pytest.approx(want[3], abs=1e-2)
 
-    # Identity stays in the output folder: not in the CLI's output or logs, the project's state, reports or MLflow.
+    # Identity stays in the output folder: not in the CLI's output or logs, nor in anything the run wrote
+    # elsewhere (the project's state, reports, MLflow, Prefect's database). Ingestion's own state (its journal and
+    # source map, which name input paths by design) predates the run and is not predict's.
     canaries = {row.study_instance_uid for row in worklist.itertuples()}
-    canaries |= {str(pydicom.dcmread(next(site.rglob("*.dcm"))).PatientID)}
-    paths = PathsParams.under(ci_project)
-    elsewhere = all_output_bytes(paths.state_dir, paths.reports_dir, ci_project / "mlruns")
-    elsewhere += (ci_project / "mlflow.db").read_bytes()
-    for canary in canaries:
-        assert canary not in result.output
-        assert canary.encode() not in elsewhere
+    canaries |= {str(pydicom.dcmread(next(site.rglob("*.dcm"))).PatientID), site.name}
+    assert all(canary not in result.output for canary in canaries)
+    written = [p for p in _files_outside(ci_project, out) if p.stat().st_mtime >= started]
+    written += [p for p in _prefect_database() if p.is_file()]
+    assert written, "the run wrote nothing outside --out? the check would prove nothing"
+    for path in written:
+        data = path.read_bytes()
+        assert not [c for c in canaries if c.encode() in data], path
+
+
+def _files_outside(project: Path, out: Path) -> list[Path]:
+    return [p for p in project.rglob("*") if p.is_file() and out not in p.parents and "synth" not in p.parts]
+
+
+def _prefect_database() -> list[Path]:
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url or ""
+    url = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
+    return [Path(url.split("///", 1)[1])] if url.startswith("sqlite") and "///" in url else []
 
 
 def test_quick_and_auto_modes_on_a_study(ci_project: Path, tmp_path: Path, harness: None) -> None:
@@ -150,19 +165,22 @@ def test_bad_input_is_reported_per_file_and_the_rest_still_runs(
     write_mr(tree / "other" / "t1.dcm", SeriesDescription="SAG T1 TSE", EchoTime=10.0)  # a study with no T2
     out = tmp_path / "out"
     result = _predict(ci_project, str(tree), "--mode", "quick", "--model", MODEL, "--out", str(out))
-    assert result.exit_code == 1, result.output  # something failed; the rest was read
+    assert result.exit_code == 1, (result.output, result.exception)  # something failed; the rest was read
+    assert isinstance(result.exception, SystemExit), result.exception  # exit 1 by choice, not a crash
     worklist = pd.read_csv(out / "summary.csv").set_index("study_instance_uid")
     res = json.loads((out / worklist.loc[uid, "result"]).read_text())
     assert len(res["images"]) >= 1  # the good images were read
     reasons = {f["path"].split("/")[-1]: f.get("reason") for f in res["files"] if f["status"] == "failed"}
     assert reasons.get("cut.dcm") in {"truncated", "unreadable"}
     assert worklist.loc[uid, "failed_files"] >= 1 and res["status"] == "failed"
-    no_t2 = [r for r in worklist.itertuples() if r.images == 0]
+    no_t2 = [r for r in worklist.itertuples() if r.images == 0 and isinstance(r.Index, str)]  # NaN: no study
     assert len(no_t2) == 1
     other = json.loads((out / no_t2[0].result).read_text())
     assert any(p["reason"] == "no_selected_image" for p in other["problems"])
     assert any(f["status"] == "not_selected" and f["reason"].startswith("series_rule:") for f in other["files"])
-    text_files = [p for p in json.loads((out / "summary.json").read_text())["studies"] if p["study_instance_uid"] == ""]
+    text_files = [
+        p for p in json.loads((out / "summary.json").read_text())["worklist"] if p["study_instance_uid"] == ""
+    ]
     assert text_files and text_files[0]["failed_files"] >= 1  # notes.txt: no study, still accounted for
 
     empty = tmp_path / "empty"
@@ -186,7 +204,10 @@ def test_predict_from_a_real_pacs_stores_sr_and_captures_in_each_study(
 
     site = _external_site(ci_project)
     low = tmp_path / "params-low-conf.yaml"
-    low.write_text((ci_project / "params.yaml").read_text().replace("  conf: null", "  conf: 0.001"))
+    # Two DICOM workers: the SR and captures are built beside the detection and waited for before STOW.
+    text = (ci_project / "params.yaml").read_text().replace("  conf: null", "  conf: 0.001")
+    low.write_text(text.replace("  dicom_workers: 0", "  dicom_workers: 2"))
+    assert "dicom_workers: 2" in low.read_text()
     with orthanc(tmp_path / "orthanc") as server:
         monkeypatch.setenv("CORDWATCH_PACS_USERNAME", server.user.username)
         monkeypatch.setenv("CORDWATCH_PACS_PASSWORD", server.user.password)
@@ -214,13 +235,15 @@ def test_predict_from_a_real_pacs_stores_sr_and_captures_in_each_study(
         session = requests.Session()
         session.auth = (server.user.username, server.user.password)
         raw = DICOMwebClient(server.dicomweb, session=session)
-        for row in summary["studies"]:
+        for row in summary["worklist"]:
             result = json.loads((out / row["result"]).read_text())
             uid = result["study_instance_uid"]
             assert result["pacs"]["stored"] == 1 + len(result["dicom"]["captures"]) > 1
             held = raw.search_for_instances(study_instance_uid=uid)
             by_sop = {item["00080018"]["Value"][0]: item["00080016"]["Value"][0] for item in held}
-            assert by_sop.get(result["dicom"]["sr_sop_instance_uid"]) == "1.2.840.10008.5.1.4.1.1.88.33"
+            assert (
+                by_sop.get(result["dicom"]["sr_sop_instance_uid"]) == "1.2.840.10008.5.1.4.1.1.88.34"
+            )  # Comprehensive 3D SR
             captures = [d["capture"]["sop_instance_uid"] for im in result["images"] for d in im["detections"]]
             assert captures and all(by_sop.get(c) == "1.2.840.10008.5.1.4.1.1.7" for c in captures)
             # What the PACS holds is what was written, and it validates.
