@@ -234,6 +234,7 @@ def predict(
     from flows.predict_flow import predict_flow, write_request
     from pipelines.predict.inputs import PredictInputError
     from pipelines.predict.model import ModelError
+    from pipelines.predict.pacs import PacsError
 
     if (path is None) == (pacs is None):
         typer.echo("error: give a PATH or --pacs URL (one of them)", err=True)
@@ -248,14 +249,9 @@ def predict(
     write_request(out_dir, source=path, pacs_url=pacs, mode=mode, model_uri=model)
     try:
         summary = predict_flow(params, out_dir)
-    except (ModelError, PredictInputError) as exc:
+    except (ModelError, PredictInputError, PacsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    except Exception as exc:
-        if type(exc).__name__ == "PacsError":
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-        raise
     model_info = summary["model"]
     synthetic = " [SYNTHETIC phantom studies]" if summary.get("synthetic_note") else ""
     typer.echo(
