@@ -26,11 +26,12 @@ COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv
 
 
 def gradient_map(activation: torch.Tensor, gradient: torch.Tensor, method: str) -> torch.Tensor:
-    """One layer's map (h x w, >= 0) from its activation (C x h x w) and one logit's gradient (C x h x w)."""
+    """Maps (>= 0) from a layer's activation (C x h x w) and logits' gradients (C x h x w, or K x C x h x w for K
+    logits at once): h x w, or K x h x w."""
     if method == "hirescam":
-        raw = (gradient * activation).sum(0)
+        raw = (gradient * activation).sum(-3)
     elif method == "gradcam":
-        raw = (gradient.mean((1, 2), keepdim=True) * activation).sum(0)
+        raw = (gradient.mean((-2, -1), keepdim=True) * activation).sum(-3)
     else:
         raise ValueError(f"unknown gradient CAM method {method!r} (hirescam, gradcam)")
     return F.relu(raw)
@@ -52,29 +53,41 @@ def eigencam(activation: torch.Tensor) -> torch.Tensor:
 
 
 def to_source(layer_maps: Sequence[torch.Tensor], input_hw: tuple[int, int], source_hw: tuple[int, int]) -> np.ndarray:
-    """Layer maps -> one map over the source image, in [0, 1].
+    """Layer maps of one box -> one map over the source image, in [0, 1].
 
     Each layer's map is scaled to its own maximum (layers differ in scale), bilinearly upsampled to the letterboxed
     input, averaged over layers, the letterbox padding cut off (as `ops.scale_boxes` undoes it for boxes) and
     resized to the source image. A map with no positive evidence stays all zeros.
     """
-    ih, iw = input_hw
-    stacked = []
-    for m in layer_maps:
-        peak = float(m.max())
-        if peak > 0:
-            up = F.interpolate((m / peak)[None, None].float(), size=(ih, iw), mode="bilinear", align_corners=False)
-            stacked.append(up[0, 0])
+    stacked = [_upsampled(m[None], input_hw)[0] for m in layer_maps if float(m.max()) > 0]
     sh, sw = source_hw
     if not stacked:
         return np.zeros((sh, sw), np.float32)
-    full = torch.stack(stacked).mean(0).cpu().numpy()
+    return _to_source_hw(torch.stack(stacked).mean(0, keepdim=True), input_hw, source_hw)[0]
+
+
+def to_source_stack(maps: torch.Tensor, input_hw: tuple[int, int], source_hw: tuple[int, int]) -> np.ndarray:
+    """`to_source` for K one-layer maps of the same size at once (K x h x w -> K x H x W): one interpolation for
+    all the boxes of a level instead of one per box."""
+    return _to_source_hw(_upsampled(maps, input_hw), input_hw, source_hw)
+
+
+def _upsampled(maps: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+    """K x h x w maps, each scaled to its maximum (all-zero stays zero), bilinearly upsampled to K x ih x iw."""
+    peak = maps.amax((-2, -1), keepdim=True).clamp_min(1e-12)
+    return F.interpolate((maps / peak)[:, None].float(), size=input_hw, mode="bilinear", align_corners=False)[:, 0]
+
+
+def _to_source_hw(maps: torch.Tensor, input_hw: tuple[int, int], source_hw: tuple[int, int]) -> np.ndarray:
+    """K x ih x iw maps on the letterboxed input -> K x sh x sw on the source, each in [0, 1]."""
+    (ih, iw), (sh, sw) = input_hw, source_hw
     gain = min(ih / sh, iw / sw)
     pad_x, pad_y = round((iw - sw * gain) / 2 - 0.1), round((ih - sh * gain) / 2 - 0.1)
-    inner = full[pad_y : pad_y + round(sh * gain), pad_x : pad_x + round(sw * gain)]
-    out = cv2.resize(inner, (sw, sh), interpolation=cv2.INTER_LINEAR)
-    peak = float(out.max())
-    return (np.clip(out / peak, 0, 1) if peak > 0 else out).astype(np.float32)
+    inner = maps[:, pad_y : pad_y + round(sh * gain), pad_x : pad_x + round(sw * gain)]
+    out = F.interpolate(inner[:, None], size=(sh, sw), mode="bilinear", align_corners=False)[:, 0]
+    peak = out.amax((-2, -1), keepdim=True)
+    out = torch.where(peak > 0, (out / peak.clamp_min(1e-12)).clamp(0, 1), out)
+    return out.cpu().numpy().astype(np.float32)
 
 
 def overlay(
@@ -89,10 +102,15 @@ def overlay(
     """The image with the map blended over it (alpha scaled by the map, so no evidence leaves the image as it is)
     and the box outlined; RGB uint8, the source's size. No text is burned in (the secondary capture's header says
     what it shows)."""
-    colored = cv2.applyColorMap(np.uint8(np.clip(heatmap, 0, 1) * 255), COLORMAPS[colormap])[..., ::-1]
-    weight = (alpha * np.clip(heatmap, 0, 1))[..., None]
-    base = gray_rgb.astype(np.float32)
-    out = np.clip(base * (1 - weight) + colored.astype(np.float32) * weight, 0, 255).astype(np.uint8)
+    out = gray_rgb.copy()
+    rows, cols = np.nonzero(heatmap > 0)
+    if rows.size:  # blend only the map's support: instance maps are local, the rest of the image stays as it is
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        heat = np.clip(heatmap[r0:r1, c0:c1], 0, 1)
+        colored = cv2.applyColorMap(np.uint8(heat * 255), COLORMAPS[colormap])[..., ::-1]
+        weight = (alpha * heat)[..., None]
+        base = out[r0:r1, c0:c1].astype(np.float32)
+        out[r0:r1, c0:c1] = np.clip(base * (1 - weight) + colored * weight, 0, 255).astype(np.uint8)
     x0, y0, x1, y1 = (round(v) for v in box)
     cv2.rectangle(out, (x0, y0), (x1, y1), box_color, 1)
     return out

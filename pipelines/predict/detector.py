@@ -15,7 +15,7 @@ backward (`is_grads_batched`). `pipelines/predict/cam.py` turns activations and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,20 +193,31 @@ class Detector:
         logits = torch.cat([cls_heads[k](feats[k]).view(batch, self.head.nc, -1) for k in range(self.head.nl)], -1)
         return logits, [targets[i] for i in self.target_layers]
 
-    def explain(self, state: ForwardState, boxes: Boxes, method: str = "hirescam") -> list[np.ndarray]:
-        """One map per kept box, H x W float32 in [0, 1] over the source image (zeros where no evidence)."""
-        if len(boxes) == 0:
-            return []
+    def explain(
+        self, state: ForwardState, boxes: Boxes, method: str = "hirescam", only: Sequence[int] | None = None
+    ) -> list[np.ndarray | None]:
+        """One map per kept box, H x W float32 in [0, 1] over the source image (zeros where no evidence); with
+        `only`, maps for those boxes and None for the others (no backward is spent on a box nobody needs)."""
+        wanted = list(range(len(boxes))) if only is None else sorted(set(only))
+        out: list[np.ndarray | None] = [None] * len(boxes)
+        if not wanted:
+            return out
         if method == "eigencam":  # gradient-free and class-agnostic: one map for the image, the same for every box
             acts = [state.outputs[i][0] for i in self.target_layers]
             one = cam.to_source([cam.eigencam(a) for a in acts], state.input_hw, state.source_hw)
-            return [one.copy() for _ in range(len(boxes))]
+            for k in wanted:
+                out[k] = one.copy()
+            return out
+        subset = Boxes(*(getattr(boxes, f)[wanted] for f in ("xyxy", "confidence", "class_index", "anchor")))
         with torch.enable_grad():
             if self._head_inputs_only:
-                layer_maps = self._head_input_maps(state, boxes, method)
+                for rows, maps in self._head_input_maps(state, subset, method):
+                    for k, heat in zip(rows, cam.to_source_stack(maps, state.input_hw, state.source_hw), strict=True):
+                        out[wanted[k]] = heat
             else:
-                layer_maps = self._deep_maps(state, boxes, method)
-        return [cam.to_source(maps, state.input_hw, state.source_hw) for maps in layer_maps]
+                for k, layer_maps in enumerate(self._deep_maps(state, subset, method)):
+                    out[wanted[k]] = cam.to_source(layer_maps, state.input_hw, state.source_hw)
+        return out
 
     def _batched_grads(self, chosen: torch.Tensor, acts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """d chosen[k] / d acts for every k at once (K x ...), falling back to one backward per box."""
@@ -217,27 +228,27 @@ class Detector:
             per_box = [torch.autograd.grad(chosen[k], acts, retain_graph=True) for k in range(len(chosen))]
             return tuple(torch.stack([g[li] for g in per_box]) for li in range(len(acts)))
 
-    def _head_input_maps(self, state: ForwardState, boxes: Boxes, method: str) -> list[list[torch.Tensor]]:
+    def _head_input_maps(
+        self, state: ForwardState, boxes: Boxes, method: str
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """Head inputs as targets: a box's logit depends only on its own level's features through that level's
-        classification branch, so only the levels holding kept anchors are re-run and differentiated."""
+        classification branch, so only the levels holding kept anchors are re-run and differentiated. Yields, per
+        level, the boxes' positions and their maps (K x h x w)."""
         cls_heads = self.head.one2one_cv3 if getattr(self.head, "end2end", False) else self.head.cv3
         sizes = [int(state.outputs[j].shape[2] * state.outputs[j].shape[3]) for j in self.head.f]
         starts = np.concatenate([[0], np.cumsum(sizes)])
         level_of = np.searchsorted(starts, boxes.anchor, side="right") - 1
-        maps: list[list[torch.Tensor]] = [[] for _ in range(len(boxes))]
         for level in np.unique(level_of):
             layer = self.head.f[level]
+            rows = np.flatnonzero(level_of == level)
             if layer not in self.target_layers:
                 continue
-            rows = np.flatnonzero(level_of == level)
             leaf = state.outputs[layer].clone().requires_grad_(True)
             logits = cls_heads[level](leaf).view(self.head.nc, -1)
             local = torch.as_tensor(boxes.anchor[rows] - starts[level], device=leaf.device)
             chosen = logits[torch.as_tensor(boxes.class_index[rows], device=leaf.device), local]
             (grads,) = self._batched_grads(chosen, [leaf])
-            for n, k in enumerate(rows):
-                maps[k].append(cam.gradient_map(leaf[0].detach(), grads[n][0], method))
-        return maps
+            yield rows, cam.gradient_map(leaf[0].detach(), grads[:, 0], method)
 
     def _deep_maps(self, state: ForwardState, boxes: Boxes, method: str) -> list[list[torch.Tensor]]:
         """Deeper targets: re-run from the first target to the logits, differentiate against every target."""

@@ -20,6 +20,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,10 +33,10 @@ from pipelines.contracts import SYNTHETIC_MARKER
 from pipelines.ingest.files import ImageChecks
 from pipelines.io import write_atomic, write_json
 from pipelines.predict import cam
-from pipelines.predict.detector import Detector
+from pipelines.predict.detector import Boxes, Detector
 from pipelines.predict.inputs import FAILED, NO_SELECTED_IMAGE, StudyInput, group_by_study, read_studies
 from pipelines.predict.model import ModelRef, resolve_model
-from pipelines.predict.triage import Finding, explain_reason, level_positions, study_triage
+from pipelines.predict.triage import COMPRESSION, Finding, explain_reason, level_positions, study_triage
 from pipelines.progress import Progress, ProgressFn
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STAGE = "predict"
+# zlib level 1 with the RLE strategy, as ingestion writes PNGs: about twice as fast as the default on MR images.
+PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 SUMMARY_COLUMNS = (
     "study_instance_uid", "status", "images", "detections", "compression_suspected", "priority", "levels",
     "explained", "failed_files", "not_selected_files", "result",
@@ -77,11 +80,12 @@ class Predictor:
             "target_layers": list(self.detector.target_layers),
             "target": "Detect head inputs (neck P3-P5)" if settings.xai.layers is None else "configured layers",
             "gradient_of": "the kept box's class logit at the anchor NMS kept",
+            "boxes_mapped": "every box" if options.mode == "xai" else "compression boxes and boxes in the band",
             "overlay_alpha": settings.xai.overlay_alpha,
             "colormap": settings.xai.colormap,
         }
-        self._pool: Any = None
-        self._pending: list[tuple[Any, dict[str, Any], Path]] = []
+        self._pool: Any = None  # DICOM result processes (predict.dicom_workers)
+        self._pending: list[tuple[list[Future[None]], dict[str, Any], Path]] = []
         self.algorithm = None
         if options.dicom_results:
             from pipelines.predict.dicom_results import Algorithm
@@ -111,16 +115,19 @@ class Predictor:
         triage = study_triage(findings, levels, self.settings.uncertainty_band)
         reason = explain_reason(mode, triage) if images else None
         study_dir = self.options.out_dir / "studies" / _folder_name(study.study_uid)
-        maps: list[list[np.ndarray]] = [[] for _ in images]
+        maps: list[list[np.ndarray | None]] = [[] for _ in images]
         if reason is not None:
-            maps = [self.detector.explain(s, b, self.settings.xai.method) for s, b in zip(states, boxes, strict=True)]
+            maps = [
+                self.detector.explain(s, b, self.settings.xai.method, only=self._needs_map(b, mode))
+                for s, b in zip(states, boxes, strict=True)
+            ]
         result = self._result(study, findings, levels, triage, reason)
         for stale in ("heatmaps", "dicom"):  # a re-run in another mode must not leave the last run's files
             shutil.rmtree(study_dir / stale, ignore_errors=True)
-        heatmap_files = self._write_heatmaps(study, boxes, maps, result, study_dir)
+        overlays = self._write_heatmaps(study, boxes, maps, result, study_dir)
         job = None
         if self.algorithm is not None and images:
-            job = self._dicom_job(study, findings, heatmap_files, result, study_dir)
+            job = self._dicom_job(study, findings, overlays, result, study_dir)
         self._finish(job, result, study_dir)
         return result
 
@@ -178,23 +185,42 @@ class Predictor:
             "problems": problems,
         }
 
+    def _needs_map(self, boxes: Boxes, mode: str) -> list[int] | None:
+        """Which boxes get a map: all in xai; in auto the ones a reader would question (a `compression` box, or any
+        box whose confidence lies in the uncertainty band), not the confident normal levels around them."""
+        if mode == "xai":
+            return None
+        low, high = self.settings.uncertainty_band
+        names = self.model.class_names
+        return [
+            k
+            for k in range(len(boxes))
+            if names[int(boxes.class_index[k])] == COMPRESSION or low <= float(boxes.confidence[k]) < high
+        ]
+
     def _write_heatmaps(
-        self, study: StudyInput, boxes: list, maps: list[list[np.ndarray]], result: dict[str, Any], study_dir: Path
+        self,
+        study: StudyInput,
+        boxes: list[Boxes],
+        maps: list[list[np.ndarray | None]],
+        result: dict[str, Any],
+        study_dir: Path,
     ) -> dict[tuple[int, int], np.ndarray]:
-        """One overlay PNG per explained detection; returns the overlays for the secondary captures."""
+        """One overlay PNG per explained detection; returns the overlays (for the secondary captures). Encoding
+        dominates xai's own cost (about 2.4 ms a PNG here); a writer thread overlapping it with the next study's
+        detection gained nothing on 2 cores (the detection uses both), so it stays in line."""
         overlays: dict[tuple[int, int], np.ndarray] = {}
         xai = self.settings.xai
         for i, image_maps in enumerate(maps):
             for k, heat in enumerate(image_maps):
+                if heat is None:
+                    continue
                 det = result["images"][i]["detections"][k]
                 over = cam.overlay(
                     study.images[i].pixels, heat, boxes[i].xyxy[k], alpha=xai.overlay_alpha, colormap=xai.colormap
                 )
                 name = f"heatmaps/image{i + 1:02d}-detection{k + 1:02d}-{det['label']}.png"
-                ok, png = cv2.imencode(".png", over[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
-                if not ok:  # pragma: no cover - OpenCV fails only on unsupported arrays
-                    raise RuntimeError("PNG encoding of a heatmap failed")
-                write_atomic(study_dir / name, png.tobytes())
+                _write_png(study_dir / name, over)
                 det["heatmap"] = name
                 overlays[(i, k)] = over
         return overlays
@@ -242,28 +268,33 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------ finishing a study
     def _finish(self, job: DicomJob | None, result: dict[str, Any], study_dir: Path) -> None:
-        """Write the DICOM results, then result.json (so a result.json never names files not yet written): now,
-        or in a worker process when `predict.dicom_workers` > 0 (highdicom builds an SR in pure Python, several
-        times slower than the detection; workers overlap it with the next studies)."""
-        if job is None:
-            write_json(study_dir / "result.json", result)
-            return
-        if self.settings.dicom_workers == 0:
-            write_dicom_results(job)
-            write_json(study_dir / "result.json", result)
-            return
-        if self._pool is None:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+        """Write or queue the study's DICOM results; result.json follows them (it never names a file not yet
+        written).
 
-            self._pool = ProcessPoolExecutor(self.settings.dicom_workers, mp_context=mp.get_context("spawn"))
-        self._pending.append((self._pool.submit(write_dicom_results, job), result, study_dir))
-        while len(self._pending) > 2 * self.settings.dicom_workers:  # bounded: overlays wait in memory
+        The DICOM results are built here, or in worker processes when `predict.dicom_workers` > 0 (highdicom
+        builds an SR in pure Python, several times slower than the detection: workers overlap it with the next
+        studies on a machine with cores to spare). At most 2 x workers studies wait, so memory stays bounded.
+        """
+        waits: list[Future[None]] = []
+        if job is not None:
+            if self.settings.dicom_workers == 0:
+                write_dicom_results(job)
+            else:
+                if self._pool is None:
+                    import multiprocessing as mp
+                    from concurrent.futures import ProcessPoolExecutor
+
+                    context = mp.get_context("spawn")
+                    self._pool = ProcessPoolExecutor(self.settings.dicom_workers, mp_context=context)
+                waits.append(self._pool.submit(write_dicom_results, job))
+        self._pending.append((waits, result, study_dir))
+        while len(self._pending) > 2 * self.settings.dicom_workers:
             self._complete_oldest()
 
     def _complete_oldest(self) -> None:
-        future, result, study_dir = self._pending.pop(0)
-        future.result()  # a failure here is a bug, not bad input: it stops the run loudly
+        waits, result, study_dir = self._pending.pop(0)
+        for future in waits:
+            future.result()  # a failure here is a bug (or a full disk), not bad input: it stops the run loudly
         write_json(study_dir / "result.json", result)
 
     def wait(self, result: dict[str, Any] | None = None) -> None:
@@ -326,6 +357,13 @@ def write_dicom_results(job: DicomJob) -> None:
             sop_instance_uid=uid,
         )
         _save(sc, job.study_dir / name)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    ok, png = cv2.imencode(".png", rgb[..., ::-1], PNG_FAST)
+    if not ok:  # pragma: no cover - OpenCV fails only on unsupported arrays
+        raise RuntimeError("PNG encoding of a heatmap failed")
+    write_atomic(path, png.tobytes())
 
 
 def _save(ds: Any, path: Path) -> None:

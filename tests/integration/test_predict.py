@@ -16,6 +16,7 @@ from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
 from flows.cli import app
+from pipelines.config import load_params
 from pipelines.predict.dicom_results import read_structured_report
 from tests.dicom_checks import dciodvfy_errors
 
@@ -139,17 +140,31 @@ def test_quick_and_auto_modes_on_a_study(ci_project: Path, tmp_path: Path, harne
     assert summary["studies"] == 1 and summary["explained"] == 0 and summary["mode"] == "quick"
     assert not list((tmp_path / "q").rglob("*.png"))  # quick: no heatmaps
     assert list((tmp_path / "q").rglob("sr.dcm"))  # but the SR, for the PACS
-    auto = _predict(ci_project, str(study), "--mode", "auto", "--model", MODEL, "--out", str(tmp_path / "a"))
+    # auto, with a band the weak ci model's scores fall into (0.001 keeps its boxes; the band holds half of them)
+    low_conf = tmp_path / "params-auto.yaml"
+    text = (ci_project / "params.yaml").read_text().replace("  conf: null", "  conf: 0.001")
+    band_yaml = "  uncertainty_band:\n  - 0.25\n  - 0.6\n"
+    low_conf.write_text(text.replace(band_yaml, band_yaml.replace("0.25", "0.001").replace("0.6", "0.01")))
+    band = load_params(low_conf).predict.uncertainty_band
+    assert band == (0.001, 0.01)
+    cwd = Path.cwd()
+    os.chdir(ci_project)
+    try:
+        args = ["predict", str(study), "--mode", "auto", "--model", MODEL, "--out", str(tmp_path / "a")]
+        auto = CliRunner().invoke(app, [*args, "--params", str(low_conf)])
+    finally:
+        os.chdir(cwd)
     assert auto.exit_code == 0, auto.output
     row = pd.read_csv(tmp_path / "a" / "summary.csv").iloc[0]
     res = json.loads((tmp_path / "a" / row["result"]).read_text())
-    expected = res["triage"]["compression_suspected"] or res["triage"]["uncertain"]
-    assert res["explained"] == expected
-    if expected:
-        assert res["explain_reason"] == ("positive" if res["triage"]["compression_suspected"] else "uncertain")
-        assert list((tmp_path / "a").rglob("*.png"))
-    else:
-        assert res["explain_reason"] is None and not list((tmp_path / "a").rglob("*.png"))
+    detections = [d for im in res["images"] for d in im["detections"]]
+    assert res["explained"] and res["triage"]["uncertain"]
+    assert res["explain_reason"] == ("positive" if res["triage"]["compression_suspected"] else "uncertain")
+    # auto maps the boxes a reader would question, not the confident normal levels around them
+    questioned = [d["label"] == "compression" or band[0] <= d["confidence"] < band[1] for d in detections]
+    assert any(questioned) and not all(questioned), "the check needs both kinds of box"
+    for det, asked in zip(detections, questioned, strict=True):
+        assert ("heatmap" in det) == asked, det
 
 
 def test_bad_input_is_reported_per_file_and_the_rest_still_runs(
