@@ -36,7 +36,13 @@ from pipelines.predict import cam
 from pipelines.predict.detector import Boxes, Detector
 from pipelines.predict.inputs import FAILED, NO_SELECTED_IMAGE, StudyInput, group_by_study, read_studies
 from pipelines.predict.model import ModelRef, resolve_model
-from pipelines.predict.triage import COMPRESSION, Finding, explain_reason, level_positions, study_triage
+from pipelines.predict.triage import (
+    Finding,
+    boxes_to_explain,
+    explain_reason,
+    level_positions,
+    study_triage,
+)
 from pipelines.progress import Progress, ProgressFn
 
 if TYPE_CHECKING:
@@ -186,17 +192,9 @@ class Predictor:
         }
 
     def _needs_map(self, boxes: Boxes, mode: str) -> list[int] | None:
-        """Which boxes get a map: all in xai; in auto the ones a reader would question (a `compression` box, or any
-        box whose confidence lies in the uncertainty band), not the confident normal levels around them."""
-        if mode == "xai":
-            return None
-        low, high = self.settings.uncertainty_band
         names = self.model.class_names
-        return [
-            k
-            for k in range(len(boxes))
-            if names[int(boxes.class_index[k])] == COMPRESSION or low <= float(boxes.confidence[k]) < high
-        ]
+        labels = [names[int(c)] for c in boxes.class_index]
+        return boxes_to_explain(mode, labels, boxes.confidence.tolist(), self.settings.uncertainty_band)
 
     def _write_heatmaps(
         self,

@@ -70,3 +70,16 @@ def explain_reason(mode: str, triage: dict[str, Any]) -> str | None:
         if triage["uncertain"]:
             return "uncertain"
     return None
+
+
+def boxes_to_explain(
+    mode: str, labels: Sequence[str], confidences: Sequence[float], band: tuple[float, float]
+) -> list[int] | None:
+    """Which boxes of an explained image get a map: all of them in xai (None); in auto the ones a reader would
+    question, a `compression` box or any box whose confidence lies in the band [low, high), not the confident
+    normal levels around them."""
+    if mode == "xai":
+        return None
+    low, high = band
+    pairs = enumerate(zip(labels, confidences, strict=True))
+    return [k for k, (label, conf) in pairs if label == COMPRESSION or low <= conf < high]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.predict.triage import Finding, explain_reason, level_positions, study_triage
+from pipelines.predict.triage import Finding, boxes_to_explain, explain_reason, level_positions, study_triage
 
 NAMES = ["C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7", "C7-T1"]
 
@@ -68,3 +68,11 @@ def test_unnamed_levels_are_reported_by_image_and_position() -> None:
     findings = [Finding(1, "compression", 0.5, _box(40))]
     triage = study_triage(findings, [{"index": 2, "of": 4, "name": None}], (0.25, 0.6))
     assert triage["levels"][0]["level"] == "image 2 level 2 of 4"
+
+
+def test_auto_maps_only_the_boxes_a_reader_would_question() -> None:
+    labels = ["normal", "normal", "compression", "normal", "compression"]
+    confidences = [0.95, 0.4, 0.9, 0.25, 0.3]
+    assert boxes_to_explain("auto", labels, confidences, (0.25, 0.6)) == [1, 2, 3, 4]  # not the confident normal
+    assert boxes_to_explain("auto", labels, confidences, (0.5, 0.6)) == [2, 4]
+    assert boxes_to_explain("xai", labels, confidences, (0.25, 0.6)) is None  # every box
