@@ -68,6 +68,7 @@ class SourceImage:
     path: str
     dataset: Dataset
     pixels: np.ndarray  # H x W x 3 uint8, `model_image`
+    stored: np.ndarray | None = None  # the decoded stored values, kept only when asked (monitoring's statistics)
 
     @property
     def sop_instance_uid(self) -> str:
@@ -109,8 +110,9 @@ def group_by_study(root: Path) -> dict[str, list[Path]]:
     return studies
 
 
-def read_image(path: Path, checks: ImageChecks, clip: tuple[float, float]) -> tuple[Dataset, np.ndarray]:
-    """One file through ingestion's checks: its header (pixels dropped) and the detector's input.
+def read_image(path: Path, checks: ImageChecks, clip: tuple[float, float]) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """One file through ingestion's checks: its header (pixel data dropped), the detector's input and the decoded
+    stored values.
 
     Raises:
         Quarantine: with `reason` ingestion would give; `series_rule:<name>` means not selected.
@@ -120,23 +122,29 @@ def read_image(path: Path, checks: ImageChecks, clip: tuple[float, float]) -> tu
     failure = series_failure(ds, checks)
     if failure is not None:
         raise failure
-    pixels = model_image(checked_pixels(ds, checks), clip, is_monochrome1(ds))
+    stored = checked_pixels(ds, checks)
+    pixels = model_image(stored, clip, is_monochrome1(ds))
     del ds.PixelData  # the header is all the results need; the pixels live on as the model input
-    return ds, pixels
+    return ds, pixels, stored
 
 
 def read_studies(
-    root: Path, groups: dict[str, list[Path]], checks: ImageChecks, clip: tuple[float, float]
+    root: Path,
+    groups: dict[str, list[Path]],
+    checks: ImageChecks,
+    clip: tuple[float, float],
+    *,
+    keep_stored: bool = False,
 ) -> Iterator[StudyInput]:
     """Each study of `groups` (from `group_by_study(root)`), read one at a time: memory holds one study's images,
-    not the tree's."""
+    not the tree's. keep_stored: keep each image's decoded stored values too (monitoring's image statistics)."""
     base = root if root.is_dir() else root.parent
     for study_uid, paths in groups.items():
         study = StudyInput(study_uid)
         for p in paths:
             rel = p.relative_to(base).as_posix()
             try:
-                ds, pixels = read_image(p, checks, clip)
+                ds, pixels, stored = read_image(p, checks, clip)
             except Quarantine as q:
                 status = NOT_SELECTED if q.reason.startswith("series_rule:") else FAILED
                 study.files.append(FileResult(rel, status, q.reason, q.detail))
@@ -144,6 +152,6 @@ def read_studies(
             except Exception as exc:  # ingestion's reader raises only Quarantine; never lose a file to a bug
                 study.files.append(FileResult(rel, FAILED, "unreadable", f"unexpected {type(exc).__name__}"))
                 continue
-            study.images.append(SourceImage(rel, ds, pixels))
+            study.images.append(SourceImage(rel, ds, pixels, stored if keep_stored else None))
             study.files.append(FileResult(rel, OK))
         yield study

@@ -33,7 +33,7 @@ from pipelines.contracts import SYNTHETIC_MARKER
 from pipelines.ingest.files import ImageChecks
 from pipelines.io import write_atomic, write_json
 from pipelines.predict import cam
-from pipelines.predict.detector import Boxes, Detector
+from pipelines.predict.detector import Boxes, Detector, ForwardState
 from pipelines.predict.inputs import FAILED, NO_SELECTED_IMAGE, StudyInput, group_by_study, read_studies
 from pipelines.predict.model import ModelRef, resolve_model
 from pipelines.predict.triage import (
@@ -58,6 +58,11 @@ SUMMARY_COLUMNS = (
 )  # fmt: skip
 
 
+# Called with each study, its kept boxes and the forward state of each image, after the study's results are written:
+# how monitoring takes its features from the forward pass that predicted (no second forward).
+StudyObserver = Callable[[StudyInput, list[Boxes], list[ForwardState]], None]
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """One invocation's choices (the CLI's flags over params.yaml's `predict:`)."""
@@ -65,6 +70,7 @@ class RunOptions:
     mode: str
     out_dir: Path
     dicom_results: bool = True
+    observer: StudyObserver | None = None
 
 
 class Predictor:
@@ -101,7 +107,7 @@ class Predictor:
     def study(self, study: StudyInput) -> dict[str, Any]:
         """Detect, triage, explain and write one study's results; returns its summary row and result."""
         mode = self.options.mode
-        keep_state = mode != "quick"
+        keep_state = mode != "quick" or self.options.observer is not None
         images = study.images
         boxes, states = [], []
         for start in range(0, len(images), self.settings.batch):
@@ -135,6 +141,8 @@ class Predictor:
         if self.algorithm is not None and images:
             job = self._dicom_job(study, findings, overlays, result, study_dir)
         self._finish(job, result, study_dir)
+        if self.options.observer is not None:
+            self.options.observer(study, boxes, states)
         return result
 
     # -------------------------------------------------------------------------------------------------- results
