@@ -84,15 +84,14 @@ def image_statistics(stored: np.ndarray, boxes: np.ndarray | None = None) -> dic
     - sharpness: variance of the Laplacian of the image scaled to 0-1 by its p99 (blur and thick slices lower it).
     """
     img = stored.astype(np.float32, copy=False)
-    p01, p50, p99 = (float(v) for v in np.percentile(img, (1, 50, 99)))
+    (p01, p50, p99), tissue_mean = _percentiles_and_upper_mean(stored, (1, 50, 99))
     h, w = img.shape
     ch, cw = max(2, int(h * CORNER_FRACTION)), max(2, int(w * CORNER_FRACTION))
     corners = np.concatenate(
         [img[:ch, :cw].ravel(), img[:ch, -cw:].ravel(), img[-ch:, :cw].ravel(), img[-ch:, -cw:].ravel()]
     )
     sigma = float(corners.mean()) / math.sqrt(math.pi / 2)
-    tissue = img[img > p50]
-    snr = float(tissue.mean()) / sigma if sigma > 0 and tissue.size else math.nan
+    snr = tissue_mean / sigma if sigma > 0 and not math.isnan(tissue_mean) else math.nan
     contrast = math.nan
     if boxes is not None and len(boxes):
         crops = [img[int(max(y0, 0)) : math.ceil(y1), int(max(x0, 0)) : math.ceil(x1)] for x0, y0, x1, y1 in boxes]
@@ -110,6 +109,25 @@ def image_statistics(stored: np.ndarray, boxes: np.ndarray | None = None) -> dic
         "img_csf_cord_contrast": contrast,
         "img_sharpness": sharpness,
     }
+
+
+def _percentiles_and_upper_mean(values: np.ndarray, qs: Sequence[float]) -> tuple[tuple[float, ...], float]:
+    """Percentiles (nearest rank) and the mean of the values above the median; for integer images from one
+    histogram, O(n) (`np.percentile` sorts: about 4x slower on a 256 x 256 image), else with numpy."""
+    if values.dtype.kind in "ui" and values.size and int(values.max()) - int(values.min()) < 1 << 20:
+        offset = int(values.min())
+        counts = np.bincount(values.ravel().astype(np.int64) - offset)
+        cumulative = np.cumsum(counts)
+        ranks = [int(np.searchsorted(cumulative, q / 100.0 * cumulative[-1])) for q in qs]
+        median = int(np.searchsorted(cumulative, 0.5 * cumulative[-1]))
+        upper = counts[median + 1 :]
+        levels = np.arange(median + 1, counts.size, dtype=np.float64)
+        mean = float((upper * levels).sum() / upper.sum()) + offset if upper.sum() else math.nan
+        return tuple(float(r + offset) for r in ranks), mean
+    flat = values.astype(np.float64).ravel()
+    pcts = tuple(float(v) for v in np.percentile(flat, qs))
+    above = flat[flat > np.median(flat)]
+    return pcts, float(above.mean()) if above.size else math.nan
 
 
 def output_features(labels: Sequence[str], confidences: Sequence[float], band: tuple[float, float]) -> dict[str, float]:
