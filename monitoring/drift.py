@@ -92,6 +92,7 @@ def compare(
     numerical: Sequence[str],
     categorical: Sequence[str],
     embedding: Sequence[str] = (),
+    summaries: Sequence[str] = (),
     alpha: float = 0.05,
     timestamp: dt.datetime | None = None,
     tags: Sequence[str] = (),
@@ -100,10 +101,11 @@ def compare(
     """Compare a window (current) with the reference on the given columns.
 
     Columns constant in both samples are skipped (no test can move); categorical columns are also checked for
-    values new to the reference.
+    values new to the reference. `summaries`: numerical columns whose mean in the window the snapshot also
+    records (`MeanValue`), for the dashboard's series (SNR, positive rate, confidence).
     """
     from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
+    from evidently.metrics import DriftedColumnsCount, MeanValue, ValueDrift
 
     result = DriftResult(len(reference), len(current))
     if current.empty or reference.empty:
@@ -115,15 +117,23 @@ def compare(
     n_tests = len(testable_num) + len(testable_cat)
     if n_tests:
         level = alpha / n_tests
+        extra = [c for c in summaries if c not in testable_num and current[c].notna().any()]
         definition = DataDefinition(
-            numerical_columns=testable_num, categorical_columns=testable_cat, text_columns=[],
+            numerical_columns=testable_num + extra, categorical_columns=testable_cat, text_columns=[],
             datetime_columns=[], unknown_columns=[], list_columns=[],
         )  # fmt: skip
-        cols = testable_num + testable_cat
+        cols = testable_num + extra + testable_cat
         ref_ds = Dataset.from_pandas(reference[cols].reset_index(drop=True), data_definition=definition)
         cur_ds = Dataset.from_pandas(current[cols].reset_index(drop=True), data_definition=definition)
         metrics = [ValueDrift(column=c, method="ks", threshold=level) for c in testable_num]
         metrics += [ValueDrift(column=c, method="chisquare", threshold=level) for c in testable_cat]
+        metrics.append(
+            DriftedColumnsCount(
+                columns=testable_num + testable_cat, num_method="ks", num_threshold=level,
+                cat_method="chisquare", cat_threshold=level, drift_share=1.0 / n_tests,
+            )
+        )  # fmt: skip
+        metrics += [MeanValue(column=c) for c in summaries if c in cols]
         snapshot = Report(metrics).run(
             current_data=cur_ds,
             reference_data=ref_ds,
@@ -133,6 +143,8 @@ def compare(
         )
         for entry in snapshot.dict()["metrics"]:
             config = entry["config"]
+            if not config["type"].endswith(":ValueDrift"):
+                continue
             score = float(entry["value"])
             score = 1.0 if math.isnan(score) else score
             result.columns.append(ColumnDrift(config["column"], config["method"], score, level, drifted=score < level))
