@@ -1,1 +1,1 @@
-"""Drift features, Evidently reports and prospective evaluation (later issues)."""
+"""Drift monitoring (issue 12, in progress): feature store, windows and segments, drift comparison, dashboard."""
