@@ -67,7 +67,7 @@ def _build_dashboard(ws: Any, project: Any, site: str) -> None:
     ws.save_dashboard(project.id, dashboard)
 
 
-def add_window(ws: Any, result: DriftResult, *, site: str, segment: str, window: int, model: str) -> str | None:
+def add_window(ws: Any, result: DriftResult, *, site: str) -> str | None:
     """Store one comparison's snapshot in `site`'s project; returns the run id (None without a snapshot)."""
     if result.snapshot is None:
         return None

@@ -62,9 +62,9 @@ def monitor_windows(
                 metadata={"window": str(window.index), "studies": str(len(cur_rows))},
             )  # fmt: skip
             site = tag.split(":", 1)[1] if tag.startswith("site:") else ALL_SITES
-            add_window(ws, result, site=site, segment=tag, window=window.index, model="")
+            add_window(ws, result, site=site)
             if tag == "all" and len(sites) == 1:  # a one-site window also shows on that site's own dashboard
-                add_window(ws, result, site=str(sites[0]), segment=tag, window=window.index, model="")
+                add_window(ws, result, site=str(sites[0]))
             if result.snapshot is not None:
                 stem = reports / f"window{window.index:05d}-{tag.replace(':', '-')}"
                 stem.parent.mkdir(parents=True, exist_ok=True)

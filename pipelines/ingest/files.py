@@ -148,8 +148,12 @@ def _check_complete(ds: Dataset) -> Dataset:
     return ds
 
 
-def _parse(data: bytes) -> Dataset:
-    """Parse DICOM bytes. Files without the 128-byte preamble are accepted only if they look like DICOM."""
+def parse_dicom(data: bytes) -> Dataset:
+    """Parse DICOM bytes. Files without the 128-byte preamble are accepted only if they look like DICOM.
+
+    Raises:
+        Quarantine: truncated, unreadable or not DICOM.
+    """
     try:
         return _check_complete(pydicom.dcmread(io.BytesIO(data)))
     except (Quarantine, InvalidDicomError) as exc:
@@ -230,15 +234,6 @@ def read_file(path: Path, checks: ImageChecks) -> bytes:
         return _read_bytes(path, checks.read_retries, checks.retry_delay_s)
     except OSError as exc:
         raise Quarantine(IO_ERROR, f"{type(exc).__name__} after {checks.read_retries} retries") from exc
-
-
-def parse_dicom(data: bytes) -> Dataset:
-    """Parse DICOM bytes (see `_parse`: files without a preamble are accepted only when they look like DICOM).
-
-    Raises:
-        Quarantine: truncated, unreadable or not DICOM.
-    """
-    return _parse(data)
 
 
 def require_uids(ds: Dataset) -> None:

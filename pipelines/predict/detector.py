@@ -168,29 +168,29 @@ class Detector:
         return results, states
 
     # ---------------------------------------------------------------------------------------------- explaining
-    def class_logits_from(self, outputs: dict[int, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The head's raw class logits (1 x nc x A) re-computed from the target layers' outputs made leaves, and the
-        target activations the logits are differentiated against."""
-        if self._head_inputs_only:
-            y = {i: outputs[i].clone().requires_grad_(i in self.target_layers) for i in self.head.f}
-            targets = {i: y[i] for i in self.target_layers}
-        else:
-            first = self.target_layers[0]
-            y = {i: outputs[i].clone() for i in sorted(self._resume_needs)}
-            y[first].requires_grad_(True)
-            x = y[first]
-            targets = {first: x}
-            for m in self.layers[first + 1 : -1]:
-                if m.f != -1:
-                    x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-                x = m(x)
-                y[m.i] = x
-                if m.i in self.target_layers:
-                    targets[m.i] = x
+    @property
+    def _cls_heads(self) -> torch.nn.ModuleList:
+        """The Detect head's classification branches, one per level (the one-to-one set on an end-to-end head)."""
+        return self.head.one2one_cv3 if getattr(self.head, "end2end", False) else self.head.cv3
+
+    def _deep_logits(self, outputs: dict[int, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The head's raw class logits (1 x nc x A) re-computed from the first target layer (made a leaf) onwards,
+        and the target activations the logits are differentiated against."""
+        first = self.target_layers[0]
+        y = {i: outputs[i].clone() for i in sorted(self._resume_needs)}
+        y[first].requires_grad_(True)
+        x = y[first]
+        targets = {first: x}
+        for m in self.layers[first + 1 : -1]:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            y[m.i] = x
+            if m.i in self.target_layers:
+                targets[m.i] = x
         feats = [y[j] for j in self.head.f]
-        cls_heads = self.head.one2one_cv3 if getattr(self.head, "end2end", False) else self.head.cv3
         batch = feats[0].shape[0]
-        logits = torch.cat([cls_heads[k](feats[k]).view(batch, self.head.nc, -1) for k in range(self.head.nl)], -1)
+        logits = torch.cat([self._cls_heads[k](f).view(batch, self.head.nc, -1) for k, f in enumerate(feats)], -1)
         return logits, [targets[i] for i in self.target_layers]
 
     def explain(
@@ -234,7 +234,6 @@ class Detector:
         """Head inputs as targets: a box's logit depends only on its own level's features through that level's
         classification branch, so only the levels holding kept anchors are re-run and differentiated. Yields, per
         level, the boxes' positions and their maps (K x h x w)."""
-        cls_heads = self.head.one2one_cv3 if getattr(self.head, "end2end", False) else self.head.cv3
         sizes = [int(state.outputs[j].shape[2] * state.outputs[j].shape[3]) for j in self.head.f]
         starts = np.concatenate([[0], np.cumsum(sizes)])
         level_of = np.searchsorted(starts, boxes.anchor, side="right") - 1
@@ -244,7 +243,7 @@ class Detector:
             if layer not in self.target_layers:
                 continue
             leaf = state.outputs[layer].clone().requires_grad_(True)
-            logits = cls_heads[level](leaf).view(self.head.nc, -1)
+            logits = self._cls_heads[level](leaf).view(self.head.nc, -1)
             local = torch.as_tensor(boxes.anchor[rows] - starts[level], device=leaf.device)
             chosen = logits[torch.as_tensor(boxes.class_index[rows], device=leaf.device), local]
             (grads,) = self._batched_grads(chosen, [leaf])
@@ -252,7 +251,7 @@ class Detector:
 
     def _deep_maps(self, state: ForwardState, boxes: Boxes, method: str) -> list[list[torch.Tensor]]:
         """Deeper targets: re-run from the first target to the logits, differentiate against every target."""
-        logits, acts = self.class_logits_from(state.outputs)
+        logits, acts = self._deep_logits(state.outputs)
         cls = torch.as_tensor(boxes.class_index, device=logits.device)
         anchor = torch.as_tensor(boxes.anchor, device=logits.device)
         grads = self._batched_grads(logits[0, cls, anchor], acts)

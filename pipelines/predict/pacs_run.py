@@ -85,7 +85,7 @@ def predict_from_pacs(
                 sent = len(objects)
             except PacsError as exc:
                 problem = str(exc)
-        result["pacs"] = {"fetched": problem is None or study.study_uid not in fetch_problems, "stored": sent}
+        result["pacs"] = {"fetched": study.study_uid not in fetch_problems, "stored": sent}
         if problem is not None:
             result["status"] = FAILED
             result["problems"].append({"status": FAILED, "reason": "pacs", "detail": problem})

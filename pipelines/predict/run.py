@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import shutil
 import time
@@ -34,7 +33,7 @@ from pipelines.ingest.files import ImageChecks
 from pipelines.io import write_atomic, write_json
 from pipelines.predict import cam
 from pipelines.predict.detector import Boxes, Detector, ForwardState
-from pipelines.predict.inputs import FAILED, NO_SELECTED_IMAGE, StudyInput, group_by_study, read_studies
+from pipelines.predict.inputs import FAILED, NO_SELECTED_IMAGE, NOT_SELECTED, StudyInput, group_by_study, read_studies
 from pipelines.predict.model import ModelRef, resolve_model
 from pipelines.predict.triage import (
     Finding,
@@ -383,7 +382,7 @@ def _folder_name(study_uid: str) -> str:
     return study_uid if study_uid else "_no_study"
 
 
-def _summary_row(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def _summary_row(result: dict[str, Any]) -> dict[str, Any]:
     triage = result["triage"]
     files = result["files"]
     return {
@@ -396,7 +395,7 @@ def _summary_row(result: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "levels": ";".join(lv["level"] for lv in triage["levels"]),
         "explained": result["explained"],
         "failed_files": sum(1 for f in files if f["status"] == FAILED),
-        "not_selected_files": sum(1 for f in files if f["status"] == "not_selected"),
+        "not_selected_files": sum(1 for f in files if f["status"] == NOT_SELECTED),
         "result": f"studies/{_folder_name(result['study_instance_uid'])}/result.json",
     }
 
@@ -424,11 +423,13 @@ def predict_studies(
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     n_images = n_explained = n_failed = 0
+    synthetic = False
     for done, study in enumerate(studies, start=1):
         result = predictor.study(study)
         if on_result is not None:
             on_result(study, result)
-        rows.append(_summary_row(result, predictor.options.out_dir))
+        rows.append(_summary_row(result))
+        synthetic = synthetic or bool(result["synthetic"])
         n_images += len(study.images)
         n_explained += int(result["explained"])
         n_failed += int(result["status"] == "failed")
@@ -446,6 +447,7 @@ def predict_studies(
         "failed": n_failed,
         "seconds": round(seconds, 3),
         "images_per_second": round(n_images / seconds, 2) if seconds > 0 else None,
+        "synthetic_note": "SYNTHETIC phantom studies" if synthetic else None,
     }
     return rows, counts
 
@@ -489,7 +491,6 @@ def run_predict(
         "model": model.to_json(),
         "source": "pacs" if pacs_url else "folder",
         **counts,
-        "synthetic_note": "SYNTHETIC phantom studies" if any(_synthetic(out_dir, r) for r in rows) else None,
     }
     write_summary(rows, run, out_dir)
     log.info(
@@ -515,10 +516,3 @@ def _predict_all(
     groups = group_by_study(source)
     studies = read_studies(source, groups, predictor.checks, clip)
     return predict_studies(studies, predictor, total=len(groups), progress=progress)
-
-
-def _synthetic(out_dir: Path, row: dict[str, Any]) -> bool:
-    try:
-        return bool(json.loads((out_dir / row["result"]).read_text()).get("synthetic"))
-    except (OSError, ValueError):
-        return False

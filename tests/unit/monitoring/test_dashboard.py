@@ -38,7 +38,7 @@ def test_windows_land_in_the_site_project_with_the_panels_series(tmp_path: Path)
             reference, _frame(rng, 50, snr), numerical=NUM, categorical=["meta_model"], summaries=list(SUMMARY_SERIES),
             timestamp=dt.datetime(2026, 11, day), tags=["segment:site:ext", "site:ext"], metadata={"window": str(day)},
         )  # fmt: skip
-        ids.append(add_window(ws, result, site="ext", segment="site:ext", window=day, model="m/1"))
+        ids.append(add_window(ws, result, site="ext"))
     assert all(ids)
     project = site_project(ws, "ext")
     assert ws.search_project(project_name("ext"))[0].id == project.id  # made once, found again
