@@ -42,7 +42,7 @@ def main() -> None:
         for r in range(args.rounds):
             studies = read_studies(site, groups, predictor.checks, model.clip_percentiles)
             quick_s.append(predict_studies(studies, predictor, total=len(groups))[1]["seconds"])
-            counts = collect_features(params, site, store=tmp / f"store{r}", out_dir=tmp / "features")
+            counts = collect_features(params, site, store=tmp / f"store{r}", out_dir=tmp / "features", model=model)
             features_s.append(counts["seconds"])
         predictor.close()
     finally:

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 app = typer.Typer(
     name="cordwatch",
@@ -376,6 +378,77 @@ def score(
     if json_out is not None:
         write_json(json_out, result.to_json())
         typer.echo(f"figures -> {json_out}")
+
+
+class _StudiesByDefault(TyperGroup):
+    """`cordwatch monitor PATH` runs the `studies` subcommand: any first argument that names no subcommand (a path,
+    --pacs) is the default command's; `cordwatch monitor labels CSV` still reaches `labels`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["studies", *args]
+        return super().parse_args(ctx, args)
+
+
+monitor_app = typer.Typer(
+    cls=_StudiesByDefault,
+    help="Drift monitoring: `cordwatch monitor PATH|--pacs URL` reads new studies and compares windows with the "
+    "model's reference; `cordwatch monitor labels CSV` scores delayed expert reads.",
+    no_args_is_help=True,
+)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("studies")
+def monitor_studies(
+    path: Annotated[Path | None, typer.Argument(help="A DICOM file, a study folder or a tree (or use --pacs).")] = None,
+    pacs: Annotated[str | None, typer.Option("--pacs", help="DICOMweb root URL: read its new studies.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="models:/NAME@ALIAS or /VERSION (default: monitor.model_uri).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where the quick reads go (default: reports/monitoring/reads).")
+    ] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Quick-read new studies, keep one feature row each, compare closed windows with the model's reference.
+
+    An alert is a result, not a failure: each is printed, appended to data/monitoring/alerts.parquet and emitted as
+    a Prefect event. Exit code 0: every study read; 1: some study had a problem (the rest were read); 2: nothing
+    could run (bad arguments, no model or reference, no input, PACS unreachable).
+    """
+    params = _setup(params_file, profile)
+    from flows.monitor_flow import monitor_flow
+    from flows.predict_flow import write_request
+    from pipelines.predict.inputs import PredictInputError
+    from pipelines.predict.model import ModelError
+    from pipelines.predict.pacs import PacsError
+
+    if (path is None) == (pacs is None):
+        typer.echo("error: give a PATH or --pacs URL (one of them)", err=True)
+        raise typer.Exit(2)
+    if path is not None and not path.exists():
+        typer.echo(f"error: input not found: {path}", err=True)
+        raise typer.Exit(2)
+    out_dir = out or params.paths.report_dir("monitoring") / "reads"
+    write_request(out_dir, source=path, pacs_url=pacs, mode="quick", model_uri=model)
+    try:
+        summary = monitor_flow(params, out_dir)
+    except (ModelError, PredictInputError, PacsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    info = summary["model"]
+    typer.echo(
+        f"monitor ({info['name']} version {info['version']}, reference {summary['reference_studies']} training "
+        f"studies): {summary['studies_read']} studies read, {summary['new_rows']} new, {summary['already_kept']} "
+        f"already kept, {summary['failed']} with problems; {summary['studies_kept']} in the feature store"
+    )
+    for alert in summary["alerts"]:
+        typer.echo(f"ALERT window {alert['window']} {alert['segment']} (sites {alert['sites']}): {alert['reasons']}")
+    typer.echo(f"reports: {summary['reports']}; dashboard: cordwatch dashboard")
+    if summary["failed"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry

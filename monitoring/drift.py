@@ -6,13 +6,17 @@ reference. Decisions, and why:
 - Every column's test is set explicitly (`ks` for numbers, `chisquare` for categories), never left to Evidently:
   its default switches silently from p-values to distances at 1,000 reference rows, which would change the
   scores' meaning and the dashboard's series.
-- A window alerts when a column's p-value is below `alpha / number of columns` (Bonferroni): with twenty columns
-  tested at 0.05 each, two windows in three would alert on no change at all.
+- A comparison alerts when a test's p-value is below `alpha / number of tests` (Bonferroni): with twenty columns
+  tested at 0.05 each, two windows in three would alert on no change at all. `monitoring.run` splits its window's
+  alpha over the window's segments the same way, so `alpha` bounds the false-alarm rate of a whole window.
+- The decision is computed here, with Evidently's own stat test objects (`column_pvalue`); the Evidently report
+  (same tests, same level: it shows the same p-values) is made only for the workspace and the kept HTML/JSON.
 - Categories never seen in the reference (a new scanner model, a new software version) are found with pandas
   (Evidently has no metric naming them) and alert by themselves.
 - Embeddings: Evidently's `ModelDriftMethod` (a classifier told to separate reference from current; ROC AUC, with
-  its bootstrap below 1,000 reference rows) called directly: its `EmbeddingsDrift` metric spends about a minute
-  drawing a TSNE plot per report (docs/dev-notes/evidently-0.7.md, section 7).
+  its bootstrap below 1,000 reference rows, at the comparison's Bonferroni level) called directly: its
+  `EmbeddingsDrift` metric spends about a minute drawing a TSNE plot per report (docs/dev-notes/evidently-0.7.md,
+  section 7).
 """
 
 from __future__ import annotations
@@ -75,14 +79,32 @@ def new_categories(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequ
     return found
 
 
-def embedding_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str]) -> tuple[float, bool]:
-    """Evidently's classifier embedding-drift method (its defaults: threshold 0.55 on ROC AUC, bootstrap when the
-    reference has fewer than 1,000 rows)."""
+def embedding_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str], *, level: float = 0.05
+) -> tuple[float, bool]:
+    """Evidently's classifier embedding-drift method: ROC AUC of a classifier told to separate reference from
+    current on held-out rows. With fewer than 1,000 reference rows it is judged against the (1 - level) quantile of
+    100 random scorers' ROC AUC (Evidently's bootstrap, so the test joins the comparison's error budget); with
+    more, against Evidently's fixed 0.55."""
     from evidently.metrics.embeddings import ModelDriftMethod
 
-    method = ModelDriftMethod(bootstrap=len(reference) < 1000)
+    method = ModelDriftMethod(bootstrap=len(reference) < 1000, quantile_probability=1.0 - level)
     score, drifted, _ = method(current[list(columns)].copy(), reference[list(columns)].copy())
     return float(score), bool(drifted)
+
+
+def column_pvalue(reference: pd.Series, current: pd.Series, method: str) -> float:
+    """The p-value Evidently's `ValueDrift(method=...)` reports for a column (its own stat test objects, on the
+    non-missing values); 1.0 when a side has no value."""
+    from evidently.legacy.calculations.stattests import chi_stat_test, ks_stat_test
+    from evidently.legacy.core import ColumnType
+
+    ref, cur = reference.dropna(), current.dropna()
+    if ref.empty or cur.empty:
+        return 1.0
+    test, kind = (ks_stat_test, ColumnType.Numerical) if method == "ks" else (chi_stat_test, ColumnType.Categorical)
+    score = float(test(ref, cur, kind, 0.05).drift_score)
+    return 1.0 if math.isnan(score) else score
 
 
 def compare(
@@ -94,19 +116,20 @@ def compare(
     embedding: Sequence[str] = (),
     summaries: Sequence[str] = (),
     alpha: float = 0.05,
+    report: bool = True,
     timestamp: dt.datetime | None = None,
     tags: Sequence[str] = (),
     metadata: dict[str, str] | None = None,
 ) -> DriftResult:
-    """Compare a window (current) with the reference on the given columns.
+    """Compare a window (current) with the reference on the given columns, at family-wise level `alpha`.
 
-    Columns constant in both samples are skipped (no test can move); categorical columns are also checked for
-    values new to the reference. `summaries`: numerical columns whose mean in the window the snapshot also
-    records (`MeanValue`), for the dashboard's series (SNR, positive rate, confidence).
+    Columns constant in both samples are skipped (no test can move). The level is split over the tests made
+    (Bonferroni: each column's KS or chi-square test and the embedding test). Categorical columns are also checked
+    for values new to the reference, an alert by itself. `report`: also build the Evidently snapshot (its
+    `ValueDrift` of each column at the same level, which shows the same p-values, `DriftedColumnsCount`, and the
+    window's mean of each of `summaries` for the dashboard's series); the decision never depends on it, and
+    without it a comparison costs milliseconds instead of about a second of plot rendering.
     """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import DriftedColumnsCount, MeanValue, ValueDrift
-
     result = DriftResult(len(reference), len(current))
     if current.empty or reference.empty:
         return result
@@ -114,41 +137,60 @@ def compare(
     both = pd.concat([reference, current])
     testable_num = [c for c in numerical if both[c].notna().any() and both[c].nunique(dropna=True) > 1]
     testable_cat = [c for c in categorical if both[c].nunique(dropna=True) > 1]
-    n_tests = len(testable_num) + len(testable_cat)
-    if n_tests:
-        level = alpha / n_tests
-        extra = [c for c in summaries if c not in testable_num and current[c].notna().any()]
-        definition = DataDefinition(
-            numerical_columns=testable_num + extra, categorical_columns=testable_cat, text_columns=[],
-            datetime_columns=[], unknown_columns=[], list_columns=[],
-        )  # fmt: skip
-        cols = testable_num + extra + testable_cat
-        ref_ds = Dataset.from_pandas(reference[cols].reset_index(drop=True), data_definition=definition)
-        cur_ds = Dataset.from_pandas(current[cols].reset_index(drop=True), data_definition=definition)
-        metrics = [ValueDrift(column=c, method="ks", threshold=level) for c in testable_num]
-        metrics += [ValueDrift(column=c, method="chisquare", threshold=level) for c in testable_cat]
-        metrics.append(
-            DriftedColumnsCount(
-                columns=testable_num + testable_cat, num_method="ks", num_threshold=level,
-                cat_method="chisquare", cat_threshold=level, drift_share=1.0 / n_tests,
-            )
-        )  # fmt: skip
-        metrics += [MeanValue(column=c) for c in summaries if c in cols]
-        snapshot = Report(metrics).run(
-            current_data=cur_ds,
-            reference_data=ref_ds,
-            timestamp=timestamp or dt.datetime.now(),
-            tags=list(tags),
-            metadata=dict(metadata or {}),
+    use_embedding = bool(embedding) and len(current) >= 2
+    n_tests = len(testable_num) + len(testable_cat) + int(use_embedding)
+    if not n_tests:
+        return result
+    level = alpha / n_tests
+    for column, method in [(c, "ks") for c in testable_num] + [(c, "chisquare") for c in testable_cat]:
+        score = column_pvalue(reference[column], current[column], method)
+        result.columns.append(ColumnDrift(column, method, score, level, drifted=score < level))
+    if use_embedding:
+        result.embedding_score, result.embedding_drifted = embedding_drift(reference, current, embedding, level=level)
+    if report and (testable_num or testable_cat):
+        result.snapshot = _snapshot(
+            reference, current, testable_num, testable_cat, summaries, level, timestamp, tags, metadata
         )
-        for entry in snapshot.dict()["metrics"]:
-            config = entry["config"]
-            if not config["type"].endswith(":ValueDrift"):
-                continue
-            score = float(entry["value"])
-            score = 1.0 if math.isnan(score) else score
-            result.columns.append(ColumnDrift(config["column"], config["method"], score, level, drifted=score < level))
-        result.snapshot = snapshot
-    if embedding and len(current) >= 2:
-        result.embedding_score, result.embedding_drifted = embedding_drift(reference, current, embedding)
     return result
+
+
+def _snapshot(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    testable_num: list[str],
+    testable_cat: list[str],
+    summaries: Sequence[str],
+    level: float,
+    timestamp: dt.datetime | None,
+    tags: Sequence[str],
+    metadata: dict[str, str] | None,
+) -> Any:
+    """The Evidently report of one comparison, for the workspace and the HTML/JSON kept under reports/."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, MeanValue, ValueDrift
+
+    extra = [c for c in summaries if c not in testable_num and current[c].notna().any()]
+    definition = DataDefinition(
+        numerical_columns=testable_num + extra, categorical_columns=testable_cat, text_columns=[],
+        datetime_columns=[], unknown_columns=[], list_columns=[],
+    )  # fmt: skip
+    cols = testable_num + extra + testable_cat
+    ref_ds = Dataset.from_pandas(reference[cols].reset_index(drop=True), data_definition=definition)
+    cur_ds = Dataset.from_pandas(current[cols].reset_index(drop=True), data_definition=definition)
+    metrics = [ValueDrift(column=c, method="ks", threshold=level) for c in testable_num]
+    metrics += [ValueDrift(column=c, method="chisquare", threshold=level) for c in testable_cat]
+    n_columns = len(testable_num) + len(testable_cat)
+    metrics.append(
+        DriftedColumnsCount(
+            columns=testable_num + testable_cat, num_method="ks", num_threshold=level,
+            cat_method="chisquare", cat_threshold=level, drift_share=1.0 / n_columns,
+        )
+    )  # fmt: skip
+    metrics += [MeanValue(column=c) for c in summaries if c in cols]
+    return Report(metrics).run(
+        current_data=cur_ds,
+        reference_data=ref_ds,
+        timestamp=timestamp or dt.datetime.now(),
+        tags=list(tags),
+        metadata=dict(metadata or {}),
+    )

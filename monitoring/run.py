@@ -1,33 +1,73 @@
-"""Compare the feature store's closed windows with a reference, per segment; store every comparison; list alerts.
+"""The monitor stage: new studies' features kept, closed windows compared with the model's reference, alerts.
 
-`monitor_windows` is the analysis half of issue 12's `cordwatch monitor` (the command, the Prefect flow and its
-`cordwatch.drift.detected` event, and the reference stored at registration are still to come): each closed window
-of `STORE/features.parquet` not yet analysed is compared with the reference overall and per site, scanner and
-field strength (`monitoring.windows`, `monitoring.drift`); each comparison goes to the Evidently workspace
-(`monitoring.dashboard`) and to `reports/monitoring/` as HTML and JSON; each alert becomes a row of
-`STORE/alerts.parquet` naming the window, the segment and what moved. Windows already analysed are recorded in
-`STORE/windows.json` and never analysed twice.
+`run_monitor` is what `cordwatch monitor` (its Prefect flow, `flows/monitor_flow.py`) and any driver call: the
+quick read of new studies (a folder or a DICOMweb PACS) keeps one feature row per study (`monitoring.collect`),
+then `monitor_windows` analyses what closed. The reference is the one registration stored with the model
+(`pipelines.predict.reference`), so the model URI is all monitoring needs. Emitting the Prefect event per alert is
+the flow's part (the driver runs without Prefect).
+
+`monitor_windows`: each closed window of `STORE/features.parquet` not yet analysed is compared with the reference
+overall and per site, scanner and field strength (`monitoring.windows`, `monitoring.drift`); each comparison goes
+to the Evidently workspace (`monitoring.dashboard`) and to `reports/monitoring/windows/` as HTML and JSON; each
+alert becomes a row of `STORE/alerts.parquet` naming the window, the segment and what moved. Windows already
+analysed are recorded in `STORE/windows.json` and never analysed twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from monitoring.collect import read_store
+from monitoring.collect import collect_features, read_store
 from monitoring.dashboard import ALL_SITES, SUMMARY_SERIES, add_window, open_workspace
-from monitoring.drift import compare
-from monitoring.features import IMAGE_NUMERICAL, META_CATEGORICAL, META_NUMERICAL, OUTPUT_NUMERICAL
+from monitoring.drift import DriftResult, compare
 from monitoring.windows import columns_of, ordered, segments, windows
-from pipelines.io import write_atomic, write_parquet_atomic
+from pipelines.io import write_atomic, write_json, write_parquet_atomic
+from pipelines.predict.features import IMAGE_NUMERICAL, META_CATEGORICAL, META_NUMERICAL, OUTPUT_NUMERICAL
+from pipelines.predict.model import ModelError, resolve_model
+from pipelines.progress import ProgressFn
 
+if TYPE_CHECKING:
+    from pipelines.config import Params
+
+STAGE = "monitor"
 ALERTS_FILE = "alerts.parquet"
 DONE_FILE = "windows.json"
 NUMERICAL = (*META_NUMERICAL, *IMAGE_NUMERICAL, *OUTPUT_NUMERICAL)
+log = logging.getLogger(__name__)
+
+
+def analyse_window(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    alpha: float,
+    min_segment_reference_rows: int = 30,
+    report: bool = True,
+    timestamp: dt.datetime | None = None,
+    index: int = 0,
+) -> list[tuple[str, pd.DataFrame, DriftResult]]:
+    """Each segment of one window (`all`, site, scanner, field strength) against the reference: (tag, the
+    segment's rows, result). The window's `alpha` is split over its segments (Bonferroni), so a window with no
+    change alerts with probability at most `alpha`, however many segments it has. `report`: build the Evidently
+    snapshots too (the decisions do not depend on them; `benchmarks/drift.py` measures without)."""
+    parts = list(segments(reference, current, min_reference_rows=min_segment_reference_rows))
+    embedding = columns_of(reference, ["emb_"])
+    out = []
+    for tag, ref_rows, cur_rows in parts:
+        result = compare(
+            ref_rows, cur_rows, numerical=NUMERICAL, categorical=META_CATEGORICAL, embedding=embedding,
+            summaries=list(SUMMARY_SERIES), alpha=alpha / len(parts), report=report, timestamp=timestamp,
+            tags=[f"segment:{tag}", *([tag] if tag != "all" else [])],
+            metadata={"window": str(index), "studies": str(len(cur_rows))},
+        )  # fmt: skip
+        out.append((tag, cur_rows, result))
+    return out
 
 
 def monitor_windows(
@@ -39,12 +79,12 @@ def monitor_windows(
     size: int,
     period_s: float | None = None,
     alpha: float = 0.05,
+    min_segment_reference_rows: int = 30,
 ) -> list[dict[str, Any]]:
     """Analyse the new closed windows; returns the alerts raised (also appended to `STORE/alerts.parquet`)."""
     rows = ordered(read_store(store))
     done_path = store / DONE_FILE
     done = set(json.loads(done_path.read_text())) if done_path.is_file() else set()
-    embedding = columns_of(reference, ["emb_"])
     ws = open_workspace(workspace)
     alerts: list[dict[str, Any]] = []
     for window in windows(rows, size=size, period_s=period_s) if len(rows) else []:
@@ -52,15 +92,12 @@ def monitor_windows(
         if key in done:
             continue
         current = window.rows(rows)
-        when = dt.datetime.fromtimestamp(window.closed_at)
         sites = sorted(current["meta_site"].dropna().unique(), key=str)
-        for tag, ref_rows, cur_rows in segments(reference, current):
-            result = compare(
-                ref_rows, cur_rows, numerical=NUMERICAL, categorical=META_CATEGORICAL, embedding=embedding,
-                summaries=list(SUMMARY_SERIES), alpha=alpha, timestamp=when,
-                tags=[f"segment:{tag}", *([tag] if tag != "all" else [])],
-                metadata={"window": str(window.index), "studies": str(len(cur_rows))},
-            )  # fmt: skip
+        analysed = analyse_window(
+            reference, current, alpha=alpha, min_segment_reference_rows=min_segment_reference_rows,
+            timestamp=dt.datetime.fromtimestamp(window.closed_at), index=window.index,
+        )  # fmt: skip
+        for tag, cur_rows, result in analysed:
             site = tag.split(":", 1)[1] if tag.startswith("site:") else ALL_SITES
             add_window(ws, result, site=site)
             if tag == "all" and len(sites) == 1:  # a one-site window also shows on that site's own dashboard
@@ -89,3 +126,65 @@ def monitor_windows(
         kept = pd.read_parquet(store / ALERTS_FILE) if (store / ALERTS_FILE).is_file() else pd.DataFrame()
         write_parquet_atomic(pd.concat([kept, pd.DataFrame(alerts)], ignore_index=True), store / ALERTS_FILE)
     return alerts
+
+
+def reference_of(params: Params, model_uri: str | None = None) -> tuple[Any, pd.DataFrame]:
+    """The model (`monitor.model_uri`, else `predict.model_uri`) and the reference registration stored with it."""
+    model = resolve_model(model_uri or params.monitor.model_uri or params.predict.model_uri, params)
+    if model.reference is None or not model.reference.is_file():
+        raise ModelError(
+            f"{model.name} version {model.version} carries no monitoring reference (a weights file, or a version "
+            "registered before monitoring existed): register the model again with `cordwatch register`"
+        )
+    return model, pd.read_parquet(model.reference)
+
+
+def run_monitor(
+    params: Params,
+    source: Path | None = None,
+    *,
+    pacs_url: str | None = None,
+    model_uri: str | None = None,
+    out_dir: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Keep the features of the new studies of `source` (or the PACS), analyse the windows that closed, write
+    `reports/monitoring/summary.json`; returns that summary, with this run's alerts.
+
+    Raises:
+        ModelError: the model cannot be found or carries no reference.
+        PredictInputError: source missing or empty.
+        PacsError: the PACS cannot be reached.
+    """
+    settings, paths = params.monitor, params.paths
+    model, reference = reference_of(params, model_uri)
+    store = paths.monitoring_dir
+    reports = paths.report_dir("monitoring")
+    reads = out_dir or reports / "reads"
+    counts = collect_features(
+        params, source, pacs_url=pacs_url, store=store, out_dir=reads, model=model, progress=progress
+    )
+    alerts = monitor_windows(
+        store, reference, workspace=store / "workspace", reports=reports / "windows", size=settings.window_size,
+        period_s=settings.window_days * 86400 if settings.window_days else None, alpha=settings.alpha,
+        min_segment_reference_rows=settings.min_segment_reference_rows,
+    )  # fmt: skip
+    for alert in alerts:
+        log.warning("drift alert: window %s, %s (sites %s): %s", alert["window"], alert["segment"],
+                    alert["sites"], alert["reasons"])  # fmt: skip
+    summary = {
+        "stage": STAGE,
+        "model": model.to_json(),
+        "reference_studies": len(reference),
+        "studies_read": counts["studies"],
+        "new_rows": counts["new_rows"],
+        "already_kept": counts.get("already_kept", 0) + counts.get("skipped_already_read", 0),
+        "failed": counts["failed"],
+        "studies_kept": len(read_store(store)),
+        "alerts": alerts,
+        "store": str(store),
+        "workspace": str(store / "workspace"),
+        "reports": str(reports / "windows"),
+    }
+    write_json(reports / "summary.json", summary)
+    return summary

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from monitoring.params import MonitorParams
 from pipelines.evaluate.params import EvaluateParams
 from pipelines.ingest.params import IngestParams, SeriesCondition, SeriesRule
 from pipelines.predict.params import PredictParams
@@ -68,6 +69,7 @@ class Params(StrictModel):
     evaluate: EvaluateParams = EvaluateParams()
     registry: RegisterParams = RegisterParams()
     predict: PredictParams = PredictParams()
+    monitor: MonitorParams = MonitorParams()
 
     def with_profile(self, profile: str | None) -> Params:
         """Return a copy with another active profile (validated against the synth profiles)."""

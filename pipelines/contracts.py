@@ -26,8 +26,9 @@ OPTIONAL_ANNOTATION_COLUMNS: tuple[str, ...] = ("severity",)
 IMAGE_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_key", "study_key", "series_key", "site", "modality", "plane", "manufacturer", "model",
     "field_strength",
-    "pixel_spacing_row", "pixel_spacing_col", "slice_thickness", "repetition_time", "echo_time", "rows", "columns",
-    "series_description", "transfer_syntax", "study_year", "is_synthetic", "image_sha256", "image_path",
+    "pixel_spacing_row", "pixel_spacing_col", "slice_thickness", "repetition_time", "echo_time",
+    "echo_train_length", "rows", "columns", "series_description", "software_versions", "transfer_syntax",
+    "study_year", "is_synthetic", "image_sha256", "image_path",
 )  # fmt: skip
 ANNOTATION_TABLE_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_key", "reader_id", "reader_level", "label", "class_id",

@@ -33,6 +33,7 @@ class PathsParams(StrictModel):
     models_dir: Path = Path("models")
     mlflow_uri: str = "sqlite:///mlflow.db"
     mlflow_artifacts: Path = Path("mlruns")
+    monitoring_dir: Path = Path("data/monitoring")
 
     # Files and folders derived from the roots above: named here once, used by every stage, flow and driver.
     @property

@@ -46,7 +46,9 @@ DEID_LEAK = "deid_leak"
 DUPLICATE_SOP = "duplicate_sop_instance"
 
 # Columns of images.parquet that hold free text or codes taken from the header: the leak guard checks these.
-_TEXT_COLUMNS = ("site", "modality", "manufacturer", "model", "series_description", "transfer_syntax")
+_TEXT_COLUMNS = (
+    "site", "modality", "manufacturer", "model", "software_versions", "series_description", "transfer_syntax",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,7 @@ class _Original:
     sop_uid: str
     institution: str
     series_description: str
+    software_versions: str
     study_date: str
     comments: str
     transfer_syntax: str
@@ -303,6 +306,7 @@ class _Original:
             sop_uid=text("SOPInstanceUID"),
             institution=text(site_tag),
             series_description=text("SeriesDescription"),
+            software_versions=text("SoftwareVersions"),
             study_date=text("StudyDate"),
             comments=text("ImageComments"),
             transfer_syntax=syntax.name if syntax is not None else "",
@@ -330,10 +334,13 @@ def _metadata(orig: _Original, ds: Dataset, pseudo: deid.Pseudonymizer, settings
         "slice_thickness": _float(ds, "SliceThickness"),
         "repetition_time": _float(ds, "RepetitionTime"),
         "echo_time": _float(ds, "EchoTime"),
+        "echo_train_length": _float(ds, "EchoTrainLength"),
         "rows": int(ds.Rows),
         "columns": int(ds.Columns),
         # Clean Descriptors: the description is kept for series selection audits, with identity tokens removed.
         "series_description": deid.scrub(orig.series_description, orig.tokens)[:64],
+        # A scanner software upgrade can change images or only labels: monitoring tells them apart (issue 12).
+        "software_versions": deid.scrub(orig.software_versions, orig.tokens)[:64] or "unknown",
         "transfer_syntax": orig.transfer_syntax,
         # Year only (HIPAA Safe Harbor level of date detail), for drift over time.
         "study_year": int(orig.study_date[:4]) if orig.study_date[:4].isdigit() else None,

@@ -68,7 +68,6 @@ class SourceImage:
     path: str
     dataset: Dataset
     pixels: np.ndarray  # H x W x 3 uint8, `model_image`
-    stored: np.ndarray | None = None  # the decoded stored values, kept only when asked (monitoring's statistics)
 
     @property
     def sop_instance_uid(self) -> str:
@@ -110,9 +109,8 @@ def group_by_study(root: Path) -> dict[str, list[Path]]:
     return studies
 
 
-def read_image(path: Path, checks: ImageChecks, clip: tuple[float, float]) -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """One file through ingestion's checks: its header (pixel data dropped), the detector's input and the decoded
-    stored values.
+def read_image(path: Path, checks: ImageChecks, clip: tuple[float, float]) -> tuple[Dataset, np.ndarray]:
+    """One file through ingestion's checks: its header (pixel data dropped) and the detector's input.
 
     Raises:
         Quarantine: with `reason` ingestion would give; `series_rule:<name>` means not selected.
@@ -122,10 +120,9 @@ def read_image(path: Path, checks: ImageChecks, clip: tuple[float, float]) -> tu
     failure = series_failure(ds, checks)
     if failure is not None:
         raise failure
-    stored = checked_pixels(ds, checks)
-    pixels = model_image(stored, clip, is_monochrome1(ds))
+    pixels = model_image(checked_pixels(ds, checks), clip, is_monochrome1(ds))
     del ds.PixelData  # the header is all the results need; the pixels live on as the model input
-    return ds, pixels, stored
+    return ds, pixels
 
 
 def read_studies(
@@ -133,18 +130,16 @@ def read_studies(
     groups: dict[str, list[Path]],
     checks: ImageChecks,
     clip: tuple[float, float],
-    *,
-    keep_stored: bool = False,
 ) -> Iterator[StudyInput]:
     """Each study of `groups` (from `group_by_study(root)`), read one at a time: memory holds one study's images,
-    not the tree's. keep_stored: keep each image's decoded stored values too (monitoring's image statistics)."""
+    not the tree's."""
     base = root if root.is_dir() else root.parent
     for study_uid, paths in groups.items():
         study = StudyInput(study_uid)
         for p in paths:
             rel = p.relative_to(base).as_posix()
             try:
-                ds, pixels, stored = read_image(p, checks, clip)
+                ds, pixels = read_image(p, checks, clip)
             except Quarantine as q:
                 status = NOT_SELECTED if q.reason.startswith("series_rule:") else FAILED
                 study.files.append(FileResult(rel, status, q.reason, q.detail))
@@ -152,6 +147,6 @@ def read_studies(
             except Exception as exc:  # ingestion's reader raises only Quarantine; never lose a file to a bug
                 study.files.append(FileResult(rel, FAILED, "unreadable", f"unexpected {type(exc).__name__}"))
                 continue
-            study.images.append(SourceImage(rel, ds, pixels, stored if keep_stored else None))
+            study.images.append(SourceImage(rel, ds, pixels))
             study.files.append(FileResult(rel, OK))
         yield study

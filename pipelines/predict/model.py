@@ -44,6 +44,7 @@ class ModelRef:
     clip_percentiles: tuple[float, float]
     class_names: tuple[str, ...]
     weights_sha256: str
+    reference: Path | None = None  # monitoring's reference features, stored with a registered version
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,4 +159,7 @@ def _from_pyfunc_dir(root: Path, name: str, version: str, uri: str) -> ModelRef:
         clip_percentiles=tuple(config["clip_percentiles"]),
         class_names=tuple(config["class_names"]),
         weights_sha256=_sha256(weights),
+        reference=mlmodel.parent / artifacts["monitoring_reference"]["path"]
+        if "monitoring_reference" in artifacts
+        else None,
     )

@@ -120,9 +120,17 @@ def project_imports_kept() -> Iterator[None]:
 
 
 def log_detector(
-    weights: Path, *, imgsz: int, conf: float, clip_percentiles: tuple[float, float], name: str = "detector"
+    weights: Path,
+    *,
+    imgsz: int,
+    conf: float,
+    clip_percentiles: tuple[float, float],
+    name: str = "detector",
+    extra_artifacts: dict[str, Path] | None = None,
 ) -> Any:
     """Log the detector as a pyfunc model in the active MLflow run; returns mlflow's ModelInfo.
+
+    extra_artifacts: files that travel with the model (name -> path), e.g. monitoring's reference features.
 
     Requirements are pinned to the versions installed here (no inference, which would import and probe packages).
     """
@@ -139,7 +147,11 @@ def log_detector(
             return mlflow.pyfunc.log_model(
                 name=name,
                 python_model=str(ENTRY_POINT),
-                artifacts={"weights": str(weights), "config": str(config_path)},
+                artifacts={
+                    "weights": str(weights),
+                    "config": str(config_path),
+                    **{k: str(v) for k, v in (extra_artifacts or {}).items()},
+                },
                 code_paths=[str(PACKAGE_DIR)],
                 signature=signature(conf),
                 input_example=example_input(),

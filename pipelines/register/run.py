@@ -28,6 +28,7 @@ from pipelines.evaluate.uncertainty import paired_difference
 from pipelines.io import write_json
 from pipelines.labels import reference_boxes
 from pipelines.mlflow_store import CLASSIC_VIEW, lineage_tags, setup_mlflow
+from pipelines.predict.reference import REFERENCE_FILE, training_reference
 from pipelines.progress import Progress, ProgressFn
 from pipelines.register import gates
 from pipelines.register.card import CardInputs, data_provenance, reader_protocol, render_card
@@ -277,7 +278,7 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
 
     def tell(done: int, detail: str) -> None:
         if progress is not None:
-            progress(Progress(STAGE, done, 5, "step", detail, detail))
+            progress(Progress(STAGE, done, 6, "step", detail, detail))
 
     runtime.configure_ultralytics(paths.state_dir)
     if not paths.final_weights.is_file():
@@ -322,8 +323,14 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
         "cordwatch.evaluation_run_id": evaluation_run_id,
     }
 
-    tell(2, "logging the pyfunc model")
     imgsz = params.train.profile(params.profile).imgsz
+    tell(2, "reading the training data into monitoring's reference")
+    reference = training_reference(
+        paths.ingested_dir, paths.splits_file, paths.final_weights, imgsz=imgsz, conf=params.evaluate.operating_conf,
+        iou=params.predict.iou, band=params.predict.uncertainty_band, batch=params.predict.batch,
+    )  # fmt: skip
+
+    tell(3, "logging the pyfunc model")
     run_tags = {
         **lineage_tags(params, paths.ingested_dir, synthetic),
         **lineage,
@@ -331,14 +338,17 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"register-{params.profile}", tags=run_tags) as run:
         run_id = run.info.run_id
-        info = log_detector(
-            paths.final_weights,
-            imgsz=imgsz,
-            conf=params.evaluate.operating_conf,
-            clip_percentiles=tuple(params.ingest.clip_percentiles),
-            name=MODEL_ARTIFACT,
-        )
         with tempfile.TemporaryDirectory() as tmp:
+            reference_path = Path(tmp) / REFERENCE_FILE
+            reference.to_parquet(reference_path, index=False)
+            info = log_detector(
+                paths.final_weights,
+                imgsz=imgsz,
+                conf=params.evaluate.operating_conf,
+                clip_percentiles=tuple(params.ingest.clip_percentiles),
+                name=MODEL_ARTIFACT,
+                extra_artifacts={"monitoring_reference": reference_path},
+            )
             external_ids = set(external.images["image_id"])
             kept = Path(tmp) / "external_predictions.parquet"
             predictions[predictions["image_id"].isin(external_ids)].to_parquet(kept, index=False)
@@ -346,7 +356,7 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
         for report in (paths.evaluation_metrics, paths.evaluation_report, paths.summary_file("train")):
             mlflow.log_artifact(str(report), artifact_path="evaluation")
 
-        tell(3, "creating the version with its gates")
+        tell(4, "creating the version with its gates")
         _ensure_registered_model(client, settings.model_name)
         version_tags = {
             **gate_tags(outcomes, champion),
@@ -368,13 +378,13 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
         ).version
         version = str(version)
 
-        tell(4, f"writing the model card of version {version}")
+        tell(5, f"writing the model card of version {version}")
         card_files = _log_card(params, metrics, train_summary, outcomes, lineage, synthetic, version, run_id)
         description = _description(metrics, outcomes, synthetic, experiment_id, run_id)
         client.update_model_version(settings.model_name, version, description=description)
         mlflow.set_tag("mlflow.note.content", description)
 
-    tell(5, "moving aliases under the promotion lock")
+    tell(6, "moving aliases under the promotion lock")
     held = registry.record_registration(version)
     summary = {
         "model": settings.model_name,

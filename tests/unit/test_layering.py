@@ -34,7 +34,9 @@ EDGES = {"pipelines.config", "pipelines.driver"}
 # model card formats figures as evaluate's report does (one scorer, one format).
 # Predict reads files through ingestion's own checks (one path for training and reading-room images) and finds the
 # model through the registry's client (aliases, versions, the registry's readable errors).
-STAGE_USES = {"register": {"evaluate"}, "predict": {"ingest", "register"}}
+# Register also stores monitoring's reference with the model: the training studies' feature rows, made by predict's
+# detector and feature code, so a reference row and a monitored row of the same image are built by one function.
+STAGE_USES = {"register": {"evaluate", "predict"}, "predict": {"ingest", "register"}}
 # Modules a stage imports that cannot change what it writes for DVC, only what it tells MLflow: not dependencies
 # (and not followed further: tracking reads the train package's results, it does not run training).
 TRACKING_ONLY = {"flows/tracking.py"}

@@ -30,8 +30,24 @@ def test_no_change_raises_no_alert(reference: pd.DataFrame) -> None:
     result = compare(reference, _frame(np.random.default_rng(2), 60), numerical=NUM, categorical=CAT, embedding=EMB)
     assert not result.alert, result.reasons()
     assert {c.column for c in result.columns} == set(NUM) | {"software"}  # a constant column is not tested
-    assert all(c.threshold == pytest.approx(0.05 / 9) for c in result.columns)  # Bonferroni over 9 tests
+    # Bonferroni over 10 tests: 9 columns and the embedding
+    assert all(c.threshold == pytest.approx(0.05 / 10) for c in result.columns)
     assert 0.3 < result.embedding_score < 0.7
+
+
+def test_the_report_shows_the_p_values_the_decision_used(reference: pd.DataFrame) -> None:
+    # The decision is made with Evidently's stat tests directly; the snapshot (for the dashboard and the kept HTML)
+    # runs ValueDrift at the same level: it must show the same numbers, and the decision must not need it.
+    current = _frame(np.random.default_rng(4), 60, shift=1.0)
+    result = compare(reference, current, numerical=NUM, categorical=CAT)
+    shown = {
+        m["config"]["column"]: float(m["value"])
+        for m in result.snapshot.dict()["metrics"]
+        if m["config"]["type"].endswith(":ValueDrift")
+    }
+    assert shown == pytest.approx({c.column: c.score for c in result.columns}, rel=1e-9)
+    bare = compare(reference, current, numerical=NUM, categorical=CAT, report=False)
+    assert bare.snapshot is None and bare.columns == result.columns
 
 
 def test_each_kind_of_shift_alerts_and_says_what_moved(reference: pd.DataFrame) -> None:

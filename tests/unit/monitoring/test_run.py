@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from monitoring.collect import FEATURES_FILE
-from monitoring.features import IMAGE_NUMERICAL, META_NUMERICAL, OUTPUT_NUMERICAL
 from monitoring.run import ALERTS_FILE, monitor_windows
+from pipelines.predict.features import IMAGE_NUMERICAL, META_NUMERICAL, OUTPUT_NUMERICAL
 
 pytestmark = pytest.mark.slow  # eight comparisons (2 windows x 4 segments), each an Evidently report with its plots
 

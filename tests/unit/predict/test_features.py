@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from monitoring.features import (
+from pipelines.predict.features import (
     IMAGE_NUMERICAL,
     META_CATEGORICAL,
     META_NUMERICAL,
     OUTPUT_NUMERICAL,
     acquisition_metadata,
     image_statistics,
+    metadata_from_table,
     output_features,
     pooled_embedding,
     study_row,
@@ -72,11 +73,29 @@ def test_output_features_and_study_row() -> None:
     outputs = {16: torch.ones(1, 4, 8, 8), 19: torch.full((1, 2, 4, 4), 2.0)}
     emb = pooled_embedding(outputs, [16, 19])
     assert emb.tolist() == [1.0, 1.0, 1.0, 1.0, 2.0, 2.0]
-    ds = mr_dataset()
-    stored = np.random.default_rng(1).integers(0, 4000, (64, 64)).astype(np.uint16)
-    row = study_row("S1", [(ds, stored, None), (ds, stored, None)], "ext", ["normal"], [0.8], (0.25, 0.6), [emb, emb])
-    assert row["study_key"] == "S1" and row["images"] == 2
+    meta = acquisition_metadata(mr_dataset(), "ext")
+    gray = np.random.default_rng(1).integers(0, 256, (64, 64)).astype(np.uint8)
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)  # the detector's input; its statistics are the gray plane's
+    row = study_row("S1", meta, [(rgb, None), (gray, None)], ["normal"], [0.8], (0.25, 0.6), [emb, emb])
+    assert row["study_key"] == "S1" and row["images"] == 2 and row["meta_site"] == "ext"
     assert set(IMAGE_NUMERICAL + OUTPUT_NUMERICAL) <= set(row)
+    assert row["img_snr"] == image_statistics(gray)["img_snr"]
     assert [row[f"emb_{i:03d}"] for i in range(6)] == emb.tolist()
     with pytest.raises(ValueError, match="no image"):
-        study_row("S2", [], "ext", [], [], (0.25, 0.6), [])
+        study_row("S2", meta, [], [], [], (0.25, 0.6), [])
+
+
+def test_table_metadata_equals_header_metadata() -> None:
+    # The reference's rows come from ingestion's images table, a monitored study's from its header: same columns,
+    # same values for the same image.
+    ds = mr_dataset(SoftwareVersions="syngo MR E11", EchoTrainLength=17)
+    header = acquisition_metadata(ds, "dev")
+    table_row = {
+        "site": "dev", "manufacturer": "SIEMENS", "model": str(ds.ManufacturerModelName),
+        "software_versions": "syngo MR E11", "field_strength": 3.0, "pixel_spacing_row": 0.8,
+        "rows": float(ds.Rows), "columns": float(ds.Columns), "slice_thickness": float(ds.SliceThickness),
+        "repetition_time": float(ds.RepetitionTime), "echo_time": 100.0, "echo_train_length": 17.0,
+    }  # fmt: skip
+    assert metadata_from_table(table_row) == header
+    missing = metadata_from_table({**table_row, "software_versions": None, "echo_train_length": None})
+    assert missing["meta_software"] == "unknown" and math.isnan(missing["meta_echo_train_length"])

@@ -1,10 +1,17 @@
-"""One feature row per monitored study, computed once from the quick read that predicted it and kept.
+"""One feature row per study read by the detector: what monitoring compares between new studies and the reference.
+
+Computed once, from the quick read that predicted (monitoring) or from the ingested training images at registration
+(the reference stored with the model): both paths build rows with `study_row`, from the same 8-bit image the
+detector reads, so a reference row and a monitored row of the same image are equal (a test checks it).
 
 Four groups (issue 12), each column named by its group's prefix so a report can pick a group:
-- `meta_*`: acquisition metadata from the DICOM header (site as ingestion maps or pseudonymises it, manufacturer,
-  model, software version, field strength, pixel spacing, matrix, slice thickness, TR, TE, echo train length);
-- `img_*`: image statistics of the stored pixel values (intensity percentiles, an SNR estimate, a CSF-to-cord
-  contrast proxy, sharpness);
+- `meta_*`: acquisition metadata (site as ingestion maps or pseudonymises it, manufacturer, model, software
+  version, field strength, pixel spacing, matrix, slice thickness, TR, TE, echo train length), from the DICOM header
+  (`acquisition_metadata`) or from ingestion's images table, which keeps the same facts (`metadata_from_table`);
+- `img_*`: image statistics of the detector's input, the windowed 8-bit image (intensity percentiles, an SNR
+  estimate, a CSF-to-cord contrast proxy, sharpness). Why not the stored values: the reference is computed at
+  registration, when ingestion's 8-bit images are what is left of the training data; and a vendor's gain change
+  that the windowing removes cannot move the model (the software version and scanner columns still show it);
 - `out_*`: the model's outputs (maximum confidence, boxes per class, positive, share of boxes in the uncertainty
   band);
 - `emb_*`: an embedding: the Detect head's inputs (the neck's P3-P5 maps of the forward pass that predicted),
@@ -23,13 +30,14 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from pipelines.ingest import deid
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: image statistics of the detector's 8-bit input
 META_CATEGORICAL = ("meta_site", "meta_manufacturer", "meta_model", "meta_software")
 META_NUMERICAL = (
     "meta_field_strength", "meta_pixel_spacing", "meta_rows", "meta_columns", "meta_slice_thickness",
@@ -72,19 +80,41 @@ def acquisition_metadata(ds: Dataset, site: str) -> dict[str, Any]:
     }
 
 
-def image_statistics(stored: np.ndarray, boxes: np.ndarray | None = None) -> dict[str, float]:
-    """The `img_*` columns of one image's stored values (2-D).
+# images.parquet column -> feature column: ingestion keeps the same header facts (`pipelines/ingest/files.py`)
+TABLE_METADATA = {
+    "site": "meta_site", "manufacturer": "meta_manufacturer", "model": "meta_model",
+    "software_versions": "meta_software", "field_strength": "meta_field_strength",
+    "pixel_spacing_row": "meta_pixel_spacing", "rows": "meta_rows", "columns": "meta_columns",
+    "slice_thickness": "meta_slice_thickness", "repetition_time": "meta_tr", "echo_time": "meta_te",
+    "echo_train_length": "meta_echo_train_length",
+}  # fmt: skip
 
-    - p01, p50, p99: intensity percentiles (vendors scale stored values differently: a scanner or software change
-      moves them even when the anatomy does not);
+
+def metadata_from_table(image: Mapping[str, Any]) -> dict[str, Any]:
+    """The `meta_*` columns of one images.parquet row (what `acquisition_metadata` reads from its header)."""
+    out: dict[str, Any] = {}
+    for source, column in TABLE_METADATA.items():
+        value = image.get(source)
+        if column in META_CATEGORICAL:
+            out[column] = str(value) if value is not None and str(value) else "unknown"
+        else:
+            out[column] = float(value) if value is not None and not pd.isna(value) else math.nan
+    return out
+
+
+def image_statistics(image: np.ndarray, boxes: np.ndarray | None = None) -> dict[str, float]:
+    """The `img_*` columns of one 2-D image (the detector's 8-bit gray input; any integer or float image works).
+
+    - p01, p50, p99: intensity percentiles (after the windowing they show how the intensities spread between the
+      clip points: a contrast or protocol change moves them);
     - snr: mean of the pixels above the image median (tissue) over the noise level estimated from the four corner
       patches (air: Rayleigh-distributed magnitude noise, sigma = mean / sqrt(pi / 2));
     - csf_cord_contrast: inside the detected level boxes (the canal), (p90 - p50) / (p90 + p50): bright CSF
       against the intermediate cord on T2; NaN without boxes. A proxy, not a segmentation;
     - sharpness: variance of the Laplacian of the image scaled to 0-1 by its p99 (blur and thick slices lower it).
     """
-    img = stored.astype(np.float32, copy=False)
-    (p01, p50, p99), tissue_mean = _percentiles_and_upper_mean(stored, (1, 50, 99))
+    img = image.astype(np.float32, copy=False)
+    (p01, p50, p99), tissue_mean = _percentiles_and_upper_mean(image, (1, 50, 99))
     h, w = img.shape
     ch, cw = max(2, int(h * CORNER_FRACTION)), max(2, int(w * CORNER_FRACTION))
     corners = np.concatenate(
@@ -150,20 +180,21 @@ def pooled_embedding(outputs: Mapping[int, torch.Tensor], layers: Sequence[int])
 
 def study_row(
     study_key: str,
-    images: Sequence[tuple[Dataset, np.ndarray, np.ndarray | None]],
-    site: str,
+    meta: Mapping[str, Any],
+    images: Sequence[tuple[np.ndarray, np.ndarray | None]],
     labels: Sequence[str],
     confidences: Sequence[float],
     band: tuple[float, float],
     embeddings: Sequence[np.ndarray],
 ) -> dict[str, Any]:
-    """One study's feature row: header facts of its first image, image statistics and embedding averaged over its
-    images, outputs over all its boxes. `images` holds (header, stored values, level boxes) per image."""
+    """One study's feature row: `meta` (its first image's `meta_*` columns), image statistics and embedding
+    averaged over its images, outputs over all its boxes. `images` holds (detector input, level boxes) per image:
+    the input as `pipelines.imaging.model_image` makes it (H x W x 3, or its 2-D gray plane)."""
     if not images:
         raise ValueError("a study with no image has no features")
     row: dict[str, Any] = {"study_key": study_key, "feature_version": FEATURE_VERSION, "images": len(images)}
-    row.update(acquisition_metadata(images[0][0], site))
-    stats = [image_statistics(stored, boxes) for _, stored, boxes in images]
+    row.update(meta)
+    stats = [image_statistics(pixels[..., 0] if pixels.ndim == 3 else pixels, boxes) for pixels, boxes in images]
     for column in IMAGE_NUMERICAL:
         values = [s[column] for s in stats if not math.isnan(s[column])]
         row[column] = float(np.mean(values)) if values else math.nan
