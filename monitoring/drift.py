@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -103,7 +104,8 @@ def column_pvalue(reference: pd.Series, current: pd.Series, method: str) -> floa
     if ref.empty or cur.empty:
         return 1.0
     test, kind = (ks_stat_test, ColumnType.Numerical) if method == "ks" else (chi_stat_test, ColumnType.Categorical)
-    score = float(test(ref, cur, kind, 0.05).drift_score)
+    with np.errstate(divide="ignore"):  # a category absent from one side: chi-square is infinite, p = 0, as it should
+        score = float(test(ref, cur, kind, 0.05).drift_score)
     return 1.0 if math.isnan(score) else score
 
 

@@ -250,7 +250,9 @@ def run_ingest(
         staging_dir=staging,
     )
     # The key is part of the journal's settings hash via a digest, so a new key re-derives every pseudonym.
-    settings_hash = cfg.output_hash() + pseudo.source("journal-key-check")[1:9]
+    # So is the images table's column list: a journaled row of an older contract lacks the new columns.
+    schema = hashlib.sha256(",".join(IMAGE_COLUMNS).encode()).hexdigest()[:8]
+    settings_hash = cfg.output_hash() + pseudo.source("journal-key-check")[1:9] + schema
     journal = Journal(state / "journal.jsonl", settings_hash)
 
     paths = iter_files(input_dir)
