@@ -451,6 +451,51 @@ def monitor_studies(
         raise typer.Exit(1)
 
 
+@monitor_app.command("labels")
+def monitor_labels(
+    labels_csv: Annotated[
+        Path, typer.Argument(help="Expert reads (ingestion's annotation CSV format) of monitored studies.")
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", help="The model whose external-validation CI is the floor.")
+    ] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Score delayed expert reads against what the model said: sensitivity and PPV at the operating point with
+    patient-bootstrap CIs, per site and window.
+
+    A site below the external-validation CI is an alert. Exit 0: scored; 2: unusable file or no model.
+    """
+    params = _setup(params_file, profile)
+    from flows.monitor_flow import monitor_labels_flow, write_labels_request
+    from monitoring.prospective import LabelsError
+    from pipelines.ingest.annotations import AnnotationFileError
+    from pipelines.predict.model import ModelError
+
+    reports = params.paths.report_dir("monitoring")
+    write_labels_request(reports, labels_csv, model)
+    try:
+        summary = monitor_labels_flow(params, reports)
+    except (LabelsError, AnnotationFileError, ModelError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{summary['labelled_images']} labelled images scored ({summary['definition']})")
+    if summary["labels_for_unmonitored_images"]:
+        typer.echo(f"{summary['labels_for_unmonitored_images']} labelled images were never monitored: ignored")
+    for r in summary["results"]:
+        where = r["site"] if r["window"] is None else f"{r['site']} window {r['window']}"
+        shown = []
+        for name in ("sensitivity", "ppv"):
+            f = r[name]
+            ci = f" ({f['low']:.3f}-{f['high']:.3f})" if f.get("low") is not None else ""
+            shown.append(f"{name} " + ("n/a" if f.get("point") is None else f"{f['point']:.3f}{ci}"))
+        typer.echo(f"  {where}: {', '.join(shown)}; {r['images']} images, {r['patients']} patients")
+    for alert in summary["alerts"]:
+        typer.echo(f"ALERT {alert['segment']}: {alert['reasons']}")
+    typer.echo(f"report: {reports / 'prospective.md'}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
 

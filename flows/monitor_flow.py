@@ -18,9 +18,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from flows.predict_flow import REQUEST_FILE
+from monitoring.prospective import run_monitor_labels
 from monitoring.run import run_monitor
 from pipelines.config import Params
+from pipelines.io import write_json
 from pipelines.progress import ProgressReporter
+
+LABELS_REQUEST = "labels_request.json"
 
 
 @task(name="monitor-studies", cache_policy=NO_CACHE)
@@ -70,6 +74,31 @@ def monitor_flow(params: Params, out_dir: Path) -> dict[str, Any]:
         "%d studies read, %d new feature rows, %d kept in all; %d alerts",
         summary["studies_read"], summary["new_rows"], summary["studies_kept"], len(summary["alerts"]),
     )  # fmt: skip
+    model = f"{summary['model']['name']}/{summary['model']['version']}"
+    for event in alert_events(summary["alerts"], params.monitor.event, model):
+        emit_event(**event)
+        logger.warning("emitted %s for site %s", event["event"], event["resource"]["cordwatch.site"])
+    return summary
+
+
+def write_labels_request(reports: Path, labels_csv: Path, model_uri: str | None) -> None:
+    """The labels file to read, kept beside the reports (a file name can name a patient; flow parameters are kept
+    in Prefect's database)."""
+    write_json(reports / LABELS_REQUEST, {"labels": str(labels_csv), "model_uri": model_uri})
+
+
+@task(name="score-delayed-labels", cache_policy=NO_CACHE)
+def labels_task(params: Params, reports: Path) -> dict[str, Any]:
+    request = json.loads((reports / LABELS_REQUEST).read_text())
+    return run_monitor_labels(params, Path(request["labels"]), model_uri=request["model_uri"])
+
+
+@flow(name="cordwatch-monitor-labels")
+def monitor_labels_flow(params: Params, reports: Path) -> dict[str, Any]:
+    """Score delayed expert reads; emit `monitor.event` per site whose performance fell below the external CI."""
+    summary = labels_task(params, reports)
+    logger = get_run_logger()
+    logger.info("%d labelled images scored; %d alerts", summary["labelled_images"], len(summary["alerts"]))
     model = f"{summary['model']['name']}/{summary['model']['version']}"
     for event in alert_events(summary["alerts"], params.monitor.event, model):
         emit_event(**event)

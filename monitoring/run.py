@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from monitoring.collect import collect_features, read_store
+from monitoring.collect import IMAGES_FILE, PREDICTIONS_FILE, collect_features, read_store
 from monitoring.dashboard import ALL_SITES, SUMMARY_SERIES, add_window, open_workspace
 from monitoring.drift import DriftResult, compare
+from monitoring.shadow import agreement
 from monitoring.windows import columns_of, ordered, segments, windows
 from pipelines.io import write_atomic, write_json, write_parquet_atomic
 from pipelines.predict.features import IMAGE_NUMERICAL, META_CATEGORICAL, META_NUMERICAL, OUTPUT_NUMERICAL
-from pipelines.predict.model import ModelError, resolve_model
+from pipelines.predict.model import ModelError, ModelRef, resolve_model
 from pipelines.progress import ProgressFn
 
 if TYPE_CHECKING:
@@ -122,10 +123,15 @@ def monitor_windows(
                 )
         done.add(key)
         write_atomic(done_path, json.dumps(sorted(done)).encode())
-    if alerts:
-        kept = pd.read_parquet(store / ALERTS_FILE) if (store / ALERTS_FILE).is_file() else pd.DataFrame()
-        write_parquet_atomic(pd.concat([kept, pd.DataFrame(alerts)], ignore_index=True), store / ALERTS_FILE)
+    append_alerts(store / ALERTS_FILE, alerts)
     return alerts
+
+
+def append_alerts(path: Path, alerts: list[dict[str, Any]]) -> None:
+    """Add alerts to the alerts table (drift and performance alerts share it)."""
+    if alerts:
+        kept = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+        write_parquet_atomic(pd.concat([kept, pd.DataFrame(alerts)], ignore_index=True), path)
 
 
 def reference_of(params: Params, model_uri: str | None = None) -> tuple[Any, pd.DataFrame]:
@@ -161,9 +167,11 @@ def run_monitor(
     store = paths.monitoring_dir
     reports = paths.report_dir("monitoring")
     reads = out_dir or reports / "reads"
+    challenger = shadow_model(params, model)
     counts = collect_features(
-        params, source, pacs_url=pacs_url, store=store, out_dir=reads, model=model, progress=progress
-    )
+        params, source, pacs_url=pacs_url, store=store, out_dir=reads, model=model, challenger=challenger,
+        progress=progress,
+    )  # fmt: skip
     alerts = monitor_windows(
         store, reference, workspace=store / "workspace", reports=reports / "windows", size=settings.window_size,
         period_s=settings.window_days * 86400 if settings.window_days else None, alpha=settings.alpha,
@@ -175,6 +183,7 @@ def run_monitor(
     summary = {
         "stage": STAGE,
         "model": model.to_json(),
+        "challenger": counts.get("shadow") or None,
         "reference_studies": len(reference),
         "studies_read": counts["studies"],
         "new_rows": counts["new_rows"],
@@ -186,5 +195,30 @@ def run_monitor(
         "workspace": str(store / "workspace"),
         "reports": str(reports / "windows"),
     }
+    shadow = agreement(read_store(store, PREDICTIONS_FILE), read_store(store, IMAGES_FILE))
+    if shadow:
+        summary["shadow"] = shadow
+        write_json(reports / "shadow.json", {"definition": SHADOW_DEFINITION, "sites": shadow})
     write_json(reports / "summary.json", summary)
     return summary
+
+
+SHADOW_DEFINITION = (
+    "studies both models read; study agreement: both positive or both negative (any compression box); kappa: "
+    "Cohen's; box F1: challenger boxes matched one-to-one to the champion's, same class and image, IoU >= 0.5"
+)
+
+
+def shadow_model(params: Params, champion: ModelRef) -> ModelRef | None:
+    """The challenger to read in shadow, or None (not configured, alias not set, or the champion itself)."""
+    uri = params.monitor.challenger_uri
+    if not uri:
+        return None
+    try:
+        challenger = resolve_model(uri, params)
+    except ModelError as exc:
+        log.info("no shadow challenger: %s", exc)
+        return None
+    if challenger.weights_sha256 == champion.weights_sha256:
+        return None
+    return challenger

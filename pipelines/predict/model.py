@@ -45,6 +45,7 @@ class ModelRef:
     class_names: tuple[str, ...]
     weights_sha256: str
     reference: Path | None = None  # monitoring's reference features, stored with a registered version
+    validation: Path | None = None  # its external-validation figures with CIs (JSON), stored with it too
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,7 +160,11 @@ def _from_pyfunc_dir(root: Path, name: str, version: str, uri: str) -> ModelRef:
         clip_percentiles=tuple(config["clip_percentiles"]),
         class_names=tuple(config["class_names"]),
         weights_sha256=_sha256(weights),
-        reference=mlmodel.parent / artifacts["monitoring_reference"]["path"]
-        if "monitoring_reference" in artifacts
-        else None,
+        reference=_artifact(mlmodel.parent, artifacts, "monitoring_reference"),
+        validation=_artifact(mlmodel.parent, artifacts, "external_validation"),
     )
+
+
+def _artifact(root: Path, artifacts: dict[str, Any], name: str) -> Path | None:
+    """An optional pyfunc artifact's path (versions registered before it existed lack it)."""
+    return root / artifacts[name]["path"] if name in artifacts else None

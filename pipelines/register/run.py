@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 STAGE = "register"
 MODEL_ARTIFACT = "detector"  # the pyfunc model's name in the register run
 PREDICTIONS_ARTIFACT = "evaluation/external_predictions.parquet"  # kept for later champion comparisons
+VALIDATION_FILE = "external_validation.json"  # stored with the model: what prospective monitoring compares with
 CARD_ARTIFACTS = "model_card"
 EXTERNAL_SET_TAG = "cordwatch.external_set"  # fingerprint of the external images and their reference boxes
 
@@ -134,6 +135,18 @@ def compare_with_champion(
         match(ours, ref, patient_of), match(theirs, ref, patient_of), params.evaluate, "map50"
     ).to_dict()
     return difference, how
+
+
+def external_validation(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The external test set's figures with their CIs, as evaluate wrote them, plus how they were made."""
+    external = metrics["sets"][EXTERNAL_TEST]
+    return {
+        "set": EXTERNAL_TEST,
+        "synthetic": bool(metrics.get("synthetic")),
+        "ci_method": external.get("ci_method"),
+        "ci_level": (metrics.get("params") or {}).get("ci_level"),
+        "model": external["model"],
+    }
 
 
 def _headline_tags(metrics: dict[str, Any], train_summary: dict[str, Any]) -> dict[str, str]:
@@ -341,13 +354,16 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
         with tempfile.TemporaryDirectory() as tmp:
             reference_path = Path(tmp) / REFERENCE_FILE
             reference.to_parquet(reference_path, index=False)
+            # What prospective monitoring compares a site's performance with (monitoring.prospective).
+            validation_path = Path(tmp) / VALIDATION_FILE
+            write_json(validation_path, external_validation(metrics))
             info = log_detector(
                 paths.final_weights,
                 imgsz=imgsz,
                 conf=params.evaluate.operating_conf,
                 clip_percentiles=tuple(params.ingest.clip_percentiles),
                 name=MODEL_ARTIFACT,
-                extra_artifacts={"monitoring_reference": reference_path},
+                extra_artifacts={"monitoring_reference": reference_path, "external_validation": validation_path},
             )
             external_ids = set(external.images["image_id"])
             kept = Path(tmp) / "external_predictions.parquet"

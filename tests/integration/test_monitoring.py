@@ -146,3 +146,79 @@ def test_cordwatch_monitor_alerts_on_a_new_site_and_emits_the_event(
         app, ["monitor", str(site), "--params", str(params_file), "--model", str(ci_project / "models" / "final.pt")]
     )
     assert weights.exit_code == 2 and "carries no monitoring reference" in weights.output
+
+
+def test_shadow_challenger_stays_silent_and_delayed_labels_are_scored_as_evaluate_scores(
+    ci_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The challenger here is the champion's own weights under another file: agreement must be perfect and every
+    # paired difference zero, and none of its boxes may reach the output folder. The expert reads of the external
+    # site, arriving "later", must be scored as evaluate scored the external test set at the operating point.
+    import json
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from monitoring.collect import CHALLENGER, IMAGES_FILE, PREDICTIONS_FILE
+    from monitoring.shadow import agreement
+    from pipelines.evaluate.scoring import match, metrics
+
+    raw = yaml.safe_load((ci_project / "params.yaml").read_text())
+    raw["paths"]["monitoring_dir"] = str(tmp_path / "monitoring")
+    raw["paths"]["reports_dir"] = str(tmp_path / "reports")
+    raw["monitor"]["model_uri"] = MODEL
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    params = load_params(params_file)
+    site = next(p for p in (ci_project / "data" / "synth" / "dicom").iterdir() if p.name.startswith("LAKESHORE"))
+    monkeypatch.setenv("CORDWATCH_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    monkeypatch.chdir(ci_project)
+    champion = resolve_model(MODEL, params)
+    twin = tmp_path / "twin.pt"
+    shutil.copyfile(champion.weights, twin)
+    challenger = resolve_model(str(twin), params)
+    store, out = params.paths.monitoring_dir, tmp_path / "reads"
+    counts = collect_features(params, site, store=store, out_dir=out, model=champion, challenger=challenger)
+    assert counts["shadow"] == f"twin/{challenger.version}"
+    preds, images = read_store(store, PREDICTIONS_FILE), read_store(store, IMAGES_FILE)
+    mine, its = preds[preds["role"] == "champion"], preds[preds["role"] == CHALLENGER]
+    assert len(mine) == len(its)  # the same weights: the same boxes
+    results = [json.loads(p.read_text()) for p in out.rglob("result.json")]
+    reported = sum(len(im["detections"]) for r in results for im in r["images"])
+    assert reported == len(mine)  # the output folder holds the champion's boxes only
+    assert not any("twin" in p.read_text() for p in out.rglob("*.json"))
+    shadow = {row["site"]: row for row in agreement(preds, images)}
+    assert shadow["all"]["study_agreement"] == 1.0 and shadow["ext"]["studies"] == images["study_key"].nunique()
+    assert shadow["all"]["box_f1"] in (1.0, None)
+
+    labels = ci_project / "data" / "synth" / "annotations.csv"
+    result = CliRunner().invoke(app, ["monitor", "labels", str(labels), "--params", str(params_file)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads((tmp_path / "reports" / "monitoring" / "prospective.json").read_text())
+    overall = next(r for r in summary["results"] if r["site"] == "all" and r["window"] is None)
+    assert overall["images"] == images["image_id"].nunique()
+    for figure in overall["challenger"]["minus_champion"].values():
+        assert figure["point"] in (0.0, None)
+    # Evaluate's own figure on the same images, from its predictions at the same operating point.
+    evaluated = pd.read_parquet(ci_project / "reports" / "evaluation" / "predictions.parquet")
+    ingested = pd.read_parquet(ci_project / "data" / "ingested" / "images.parquet")
+    ext = ingested[ingested["site"] == "ext"]
+    truth = pd.read_parquet(ci_project / "data" / "ingested" / "annotations.parquet")
+    truth = truth[(truth["reader_level"] == "expert") & truth["image_id"].isin(set(ext["image_id"]))]
+    patient_of = dict(zip(ext["image_id"], ext["patient_key"], strict=True))
+    expected = metrics(
+        match(evaluated[evaluated["image_id"].isin(set(ext["image_id"]))], truth, patient_of),
+        conf=params.evaluate.operating_conf,
+    )
+    for name in ("sensitivity", "ppv"):
+        got = overall[name]["point"]
+        if got is None or pd.isna(expected[name]):
+            assert got is None and pd.isna(expected[name]), name
+        else:
+            assert got == pytest.approx(expected[name], abs=0.05), name
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sop_instance_uid,reader_id\n1.2.3,x\n")
+    refused = CliRunner().invoke(app, ["monitor", "labels", str(bad), "--params", str(params_file)])
+    assert refused.exit_code == 2 and "lacks required column" in refused.output
