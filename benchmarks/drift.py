@@ -74,10 +74,7 @@ def _analyse(params: Params, reference: pd.DataFrame, rows: pd.DataFrame, size: 
     """(window, kinds that alerted) per closed window."""
     out = []
     for w in windows(rows, size=size):
-        results = analyse_window(
-            reference, w.rows(rows), alpha=params.monitor.alpha, report=False,
-            min_segment_reference_rows=params.monitor.min_segment_reference_rows,
-        )  # fmt: skip
+        results = analyse_window(reference, w.rows(rows), alpha=params.monitor.alpha, report=False)
         alerted = [x for x in results if x[2].alert]
         out.append((w, _kinds(alerted)))
     return out

@@ -496,6 +496,29 @@ def monitor_labels(
     typer.echo(f"report: {reports / 'prospective.md'}")
 
 
+@app.command()
+def dashboard(
+    site: Annotated[str | None, typer.Option(help="Your site code: its dashboard is listed first.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Serve the drift dashboards (the Evidently UI on loopback) until Ctrl-C; print each site's address."""
+    params = _setup(params_file, profile)
+    from monitoring.ui import DashboardError, serve_dashboard
+
+    workspace = params.paths.monitoring_dir / "workspace"
+    try:
+        with serve_dashboard(workspace, port=port) as server:
+            typer.echo(f"drift dashboards at {server.url} (Ctrl-C stops them)")
+            for name, url in server.site_urls(first=site):
+                typer.echo(f"  {name}: {url}")
+            server.wait()
+    except DashboardError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
 

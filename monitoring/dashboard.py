@@ -49,22 +49,48 @@ def site_project(ws: Any, site: str) -> Any:
     return project
 
 
-def _build_dashboard(ws: Any, project: Any, site: str) -> None:
+SCANNER_PANEL = "Share of drifted columns per scanner (manufacturer)"
+
+
+def _build_dashboard(ws: Any, project: Any, site: str, scanners: list[str] | None = None) -> None:
     from evidently.sdk.models import DashboardModel, DashboardTabModel
     from evidently.sdk.panels import PanelMetric, line_plot_panel, text_panel
 
     segment = "segment:all" if site == ALL_SITES else f"segment:site:{site}"
-    intro = f"Windows of studies against the reference at {site}."
-    share = PanelMetric(metric="DriftedColumnsCount", metric_labels={"value_type": "share"}, tags=[segment])
+    intro = (
+        f"Windows of studies at {site} against the model's training data (each point: one window). A panel's y axis "
+        "fits its data: read the values, not the height of a swing."
+    )
+    share = PanelMetric(
+        metric="DriftedColumnsCount", metric_labels={"value_type": "share"}, tags=[segment], legend="drifted share"
+    )
     panels = [
         text_panel(title=f"cordwatch drift monitoring: {site}", description=intro),
         line_plot_panel(title="Share of drifted columns (KS / chi-square, Bonferroni level)", values=[share]),
     ]
     for column, title in SUMMARY_SERIES.items():
-        mean = PanelMetric(metric="MeanValue", metric_labels={"column": column}, tags=[segment])
+        mean = PanelMetric(metric="MeanValue", metric_labels={"column": column}, tags=[segment], legend="mean")
         panels.append(line_plot_panel(title=title, values=[mean]))
+    if scanners:  # one series per scanner segment seen so far (the panel is rebuilt when a new one appears)
+        per_scanner = [
+            PanelMetric(
+                metric="DriftedColumnsCount",
+                metric_labels={"value_type": "share"},
+                tags=[f"scanner:{name}"],
+                legend=name,
+            )
+            for name in scanners
+        ]
+        panels.append(line_plot_panel(title=SCANNER_PANEL, values=per_scanner))
     dashboard = DashboardModel(tabs=[DashboardTabModel(title="Drift", panels=[p.id for p in panels])], panels=panels)
     ws.save_dashboard(project.id, dashboard)
+
+
+def _scanners_shown(ws: Any, project: Any) -> list[str]:
+    for panel in ws.get_dashboard(project.id).panels:
+        if panel.title == SCANNER_PANEL:
+            return [v.legend for v in panel.values if v.legend]
+    return []
 
 
 def add_window(ws: Any, result: DriftResult, *, site: str) -> str | None:
@@ -72,5 +98,9 @@ def add_window(ws: Any, result: DriftResult, *, site: str) -> str | None:
     if result.snapshot is None:
         return None
     project = site_project(ws, site)
+    scanners = [t.split(":", 1)[1] for t in result.tags if t.startswith("scanner:")]
+    shown = _scanners_shown(ws, project) if scanners else []
+    if any(name not in shown for name in scanners):
+        _build_dashboard(ws, project, site, sorted(set(shown) | set(scanners)))
     ref = ws.add_run(project.id, result.snapshot, include_data=False)
     return str(ref.id)

@@ -51,6 +51,7 @@ class DriftResult:
     embedding_score: float | None = None  # ROC AUC of reference-vs-current (0.5: indistinguishable)
     embedding_drifted: bool = False
     snapshot: Any = None  # the Evidently snapshot (for the workspace), when columns were tested
+    tags: list[str] = field(default_factory=list)  # the segment's tags, as its snapshot is stored with
 
     @property
     def drifted_columns(self) -> list[ColumnDrift]:
@@ -115,6 +116,7 @@ def compare(
     *,
     numerical: Sequence[str],
     categorical: Sequence[str],
+    tested_categorical: Sequence[str] | None = None,
     embedding: Sequence[str] = (),
     summaries: Sequence[str] = (),
     alpha: float = 0.05,
@@ -127,18 +129,20 @@ def compare(
 
     Columns constant in both samples are skipped (no test can move). The level is split over the tests made
     (Bonferroni: each column's KS or chi-square test and the embedding test). Categorical columns are also checked
-    for values new to the reference, an alert by itself. `report`: also build the Evidently snapshot (its
+    for values new to the reference, an alert by itself; `tested_categorical` (default: all of them) are also
+    chi-square tested. `report`: also build the Evidently snapshot (its
     `ValueDrift` of each column at the same level, which shows the same p-values, `DriftedColumnsCount`, and the
     window's mean of each of `summaries` for the dashboard's series); the decision never depends on it, and
     without it a comparison costs milliseconds instead of about a second of plot rendering.
     """
-    result = DriftResult(len(reference), len(current))
+    result = DriftResult(len(reference), len(current), tags=list(tags))
     if current.empty or reference.empty:
         return result
     result.new_categories = new_categories(reference, current, categorical)
     both = pd.concat([reference, current])
     testable_num = [c for c in numerical if both[c].notna().any() and both[c].nunique(dropna=True) > 1]
-    testable_cat = [c for c in categorical if both[c].nunique(dropna=True) > 1]
+    tested = categorical if tested_categorical is None else tested_categorical
+    testable_cat = [c for c in tested if both[c].nunique(dropna=True) > 1]
     use_embedding = bool(embedding) and len(current) >= 2
     n_tests = len(testable_num) + len(testable_cat) + int(use_embedding)
     if not n_tests:

@@ -16,5 +16,4 @@ class MonitorParams(StrictModel):
     window_size: int = Field(25, ge=2)  # a window closes after this many studies ...
     window_days: float | None = Field(7.0, gt=0)  # ... or this many days after its first study, whichever first
     alpha: float = Field(0.05, gt=0, lt=1)  # family-wise level of one comparison's column tests (Bonferroni)
-    min_segment_reference_rows: int = Field(30, ge=1)  # fewer in the reference's segment: compare with all of it
     event: str = "cordwatch.drift.detected"  # the Prefect event each alert emits (a retraining trigger listens)

@@ -122,11 +122,12 @@ def run_monitor_labels(params: Params, labels_csv: Path, *, model_uri: str | Non
             "site": site, "window": window, "images": int(ref["image_id"].nunique()),
             "patients": len(champion.patient_ids), **{k: figures[k].to_dict() for k in FIGURES},
         }  # fmt: skip
-        challenger = preds[(preds["role"] == CHALLENGER) & preds["image_id"].isin(ids)]
-        if window is None and len(challenger):
+        shadowed = rows["challenger"].astype(bool) if "challenger" in rows else pd.Series(False, index=rows.index)
+        if window is None and shadowed.all():  # every image here was read by the challenger too (boxes or none)
+            challenger = preds[(preds["role"] == CHALLENGER) & preds["image_id"].isin(ids)]
             shadow = _matched(challenger, ref, patient_of)
             entry["challenger"] = {
-                "model": str(challenger["model"].iloc[0]),
+                "model": str(rows["challenger"].iloc[0]),
                 "minus_champion": {
                     k: paired_difference(shadow, champion, params.evaluate, k).to_dict() for k in FIGURES
                 },

@@ -3,9 +3,9 @@
 A window is a run of consecutive studies (in the order they were monitored), closed by count (`size` studies) or
 by time (`period_s` seconds), whichever comes first; the last, still-open window is left for the next run. Each
 window is compared with the reference overall and per segment (site, manufacturer, field strength), each segment
-against the reference rows of the same segment when the reference has enough of them, else against the whole
-reference: a site or scanner the reference never saw still gets a comparison (and its new categories alert),
-unlike Evidently's `GroupBy`, which takes its labels from the current data only.
+against the reference rows of the same segment; a site or scanner the reference never saw is compared with the
+whole reference (and its new categories alert), unlike Evidently's `GroupBy`, which takes its labels from the
+current data only.
 """
 
 from __future__ import annotations
@@ -52,23 +52,21 @@ def windows(store: pd.DataFrame, *, size: int, period_s: float | None = None) ->
     return out
 
 
-def segments(
-    reference: pd.DataFrame, current: pd.DataFrame, *, min_reference_rows: int = 30
-) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    """(tag, reference rows, current rows) for `all` and every site, scanner and field strength in the window.
+def segments(reference: pd.DataFrame, current: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame, bool]]:
+    """(tag, reference rows, current rows, seen) for `all` and every site, scanner and field strength in the window.
 
-    A tag reads `site:ext`, `scanner:SIEMENS`, `field:3.0`. A segment with fewer than `min_reference_rows` in the
-    reference is compared with the whole reference.
+    A tag reads `site:ext`, `scanner:SIEMENS`, `field:3.0`. A segment the reference has (`seen`) is compared with
+    the reference rows of the same segment, however few: comparing one scanner's studies with a reference that
+    mixes scanners would find the scanner itself (its model, software, field strength) every time. A segment the
+    reference never had is compared with the whole reference (`seen` False: the caller then tests what the images
+    and outputs look like, not the header facts that make the segment new, which alert as new categories).
     """
-    yield "all", reference, current
+    yield "all", reference, current, True
     for name, column in SEGMENT_COLUMNS.items():
         for value in sorted(current[column].dropna().unique(), key=str):
             ref_rows = reference[reference[column] == value]
-            yield (
-                f"{name}:{value}",
-                ref_rows if len(ref_rows) >= min_reference_rows else reference,
-                current[current[column] == value],
-            )
+            seen = len(ref_rows) > 0
+            yield f"{name}:{value}", ref_rows if seen else reference, current[current[column] == value], seen
 
 
 def ordered(store: pd.DataFrame) -> pd.DataFrame:

@@ -59,3 +59,22 @@ def test_windows_land_in_the_site_project_with_the_panels_series(tmp_path: Path)
         by_window[model.metadata["window"]] = (float(snr["value"]), float(share["value"]["share"]))
     assert by_window["1"][0] > 18 and by_window["2"][0] < 14  # the SNR series shows the drop
     assert by_window["2"][1] > by_window["1"][1]  # and the drifted share rises with it
+
+
+def test_a_new_scanner_adds_its_series_to_the_per_scanner_panel(tmp_path: Path) -> None:
+    from monitoring.dashboard import SCANNER_PANEL
+
+    rng = np.random.default_rng(1)
+    reference = _frame(rng, 100, 20.0)
+    ws = open_workspace(tmp_path / "ws")
+    for scanner in ("SIEMENS", "GE MEDICAL SYSTEMS", "SIEMENS"):
+        result = compare(
+            reference, _frame(rng, 30, 20.0), numerical=NUM, categorical=["meta_model"],
+            tags=[f"segment:scanner:{scanner}", f"scanner:{scanner}"],
+        )  # fmt: skip
+        add_window(ws, result, site="ext")
+    panels = {p.title: p for p in site_project(ws, "ext").dashboard.model().panels}
+    legends = [v.legend for v in panels[SCANNER_PANEL].values]
+    assert legends == ["GE MEDICAL SYSTEMS", "SIEMENS"]  # one series per scanner, once each
+    assert [v.tags for v in panels[SCANNER_PANEL].values] == [["scanner:GE MEDICAL SYSTEMS"], ["scanner:SIEMENS"]]
+    assert len(ws.list_runs(site_project(ws, "ext").id)) == 3

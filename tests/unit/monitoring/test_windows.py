@@ -37,9 +37,12 @@ def test_windows_close_by_time_when_studies_arrive_slowly() -> None:
 def test_segments_include_a_site_the_reference_never_saw() -> None:
     reference = _store([0.0] * 40, ["a"] * 40)
     current = ordered(_store([2.0, 1.0, 3.0], ["a", "new", "a"]))
-    tags = {tag: (len(ref), len(cur)) for tag, ref, cur in segments(reference, current)}
+    tags = {tag: (len(ref), len(cur), seen) for tag, ref, cur, seen in segments(reference, current)}
     assert tags == {
-        "all": (40, 3), "site:a": (40, 2), "site:new": (40, 1),  # unseen site: the whole reference
-        "scanner:SIEMENS": (40, 3), "field:3.0": (40, 3),
+        "all": (40, 3, True), "site:a": (40, 2, True), "site:new": (40, 1, False),  # unseen: the whole reference
+        "scanner:SIEMENS": (40, 3, True), "field:3.0": (40, 3, True),
     }  # fmt: skip
+    few = pd.concat([reference, _store([0.0] * 3, ["b"] * 3)], ignore_index=True)
+    got = {tag: len(ref) for tag, ref, _, _ in segments(few, ordered(_store([1.0], ["b"])))}
+    assert got["site:b"] == 3  # a seen segment keeps its own reference rows, however few
     assert list(current["monitored_at"]) == [1.0, 2.0, 3.0]
