@@ -280,6 +280,25 @@ def test_predict_from_a_real_pacs_stores_sr_and_captures_in_each_study(
         rerun = json.loads((out / "summary.json").read_text())
         assert rerun["studies"] == 0 and rerun["skipped_already_read"] == len(studies) and rerun["stored"] == 0
 
+        # Monitoring reads the same PACS through the same path: a feature row per study, and nothing stored back.
+        from monitoring.collect import collect_features, read_store
+        from pipelines.config import load_params
+        from pipelines.predict.model import resolve_model
+
+        held_before = sum(len(raw.search_for_instances(study_instance_uid=u)) for u in studies)
+        cwd = Path.cwd()
+        os.chdir(ci_project)
+        try:
+            params = load_params(ci_project / "params.yaml")
+            kept = collect_features(
+                params, pacs_url=server.dicomweb, store=tmp_path / "store", out_dir=tmp_path / "monitor",
+                model=resolve_model(MODEL, params),
+            )  # fmt: skip
+        finally:
+            os.chdir(cwd)
+        assert kept["new_rows"] == len(studies) == len(read_store(tmp_path / "store")) and kept["stored"] == 0
+        assert sum(len(raw.search_for_instances(study_instance_uid=u)) for u in studies) == held_before
+
 
 def _series_of(client, study_uid: str, sop_uid: str) -> str:
     for item in client.search_for_instances(study_instance_uid=study_uid):
