@@ -38,6 +38,7 @@ class ColumnDrift:
     score: float  # a p-value: smaller is more different
     threshold: float  # the Bonferroni-corrected level the score is compared with
     drifted: bool
+    change: str = ""  # by how much, readably: the median (numbers) or the commonest value's share (categories)
 
 
 @dataclass
@@ -63,7 +64,10 @@ class DriftResult:
 
     def reasons(self) -> list[str]:
         """What moved, readably: the alert's text."""
-        out = [f"{c.column} ({c.method} p={c.score:.2g} < {c.threshold:.2g})" for c in self.drifted_columns]
+        out = [
+            f"{c.column} {c.change} ({c.method} p={c.score:.2g} < {c.threshold:.2g})".replace("  ", " ")
+            for c in self.drifted_columns
+        ]
         out += [f"new {col}: {', '.join(values)}" for col, values in self.new_categories.items()]
         if self.embedding_drifted:
             out.append(f"embedding (classifier ROC AUC {self.embedding_score:.3f})")
@@ -110,6 +114,18 @@ def column_pvalue(reference: pd.Series, current: pd.Series, method: str) -> floa
     return 1.0 if math.isnan(score) else score
 
 
+def _change(reference: pd.Series, current: pd.Series, method: str) -> str:
+    """How a drifted column moved: median reference -> window (numbers), or the reference's commonest value's share
+    reference -> window (categories)."""
+    if method == "ks":
+        return f"median {reference.median():.4g} -> {current.median():.4g}"
+    top = reference.value_counts(normalize=True)
+    if top.empty:
+        return ""
+    value = top.index[0]
+    return f"{value}: {top.iloc[0]:.0%} -> {(current == value).mean():.0%}"
+
+
 def compare(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -150,7 +166,9 @@ def compare(
     level = alpha / n_tests
     for column, method in [(c, "ks") for c in testable_num] + [(c, "chisquare") for c in testable_cat]:
         score = column_pvalue(reference[column], current[column], method)
-        result.columns.append(ColumnDrift(column, method, score, level, drifted=score < level))
+        drifted = score < level
+        change = _change(reference[column], current[column], method) if drifted else ""
+        result.columns.append(ColumnDrift(column, method, score, level, drifted, change))
     if use_embedding:
         result.embedding_score, result.embedding_drifted = embedding_drift(reference, current, embedding, level=level)
     if report and (testable_num or testable_cat):
