@@ -4,8 +4,8 @@
 
 Needs a registered model (`make demo`, `cordwatch approve 1 ...`) and the SYNTHETIC cohort's external site. Both
 sides read the same studies from disk through `read_studies` and run the same quick read (`Predictor.study`, JSON
-results, no DICOM results); the feature side also keeps the stored pixel values and the forward state and
-computes each study's row (`monitoring.collect.collect_features`, a fresh store each round so nothing is skipped).
+results, no DICOM results); the feature side also keeps the forward state and computes each study's row and its
+box rows (`monitoring.collect.collect_features`, a fresh store each round so nothing is skipped).
 Timed: the study loop of each (`predict_studies`' own clock: reading, detection, results, and on the feature side
 the rows), not the one-off set-up (model lookup, weights, key). Best of `--rounds` interleaved rounds, per study.
 """
