@@ -52,6 +52,16 @@ def _require(path: Path, message: str) -> None:
         raise typer.Exit(2)
 
 
+def _require_one_input(path: Path | None, pacs: str | None) -> None:
+    """Exit 2 unless exactly one of PATH and --pacs is given, and PATH exists."""
+    if (path is None) == (pacs is None):
+        typer.echo("error: give a PATH or --pacs URL (one of them)", err=True)
+        raise typer.Exit(2)
+    if path is not None and not path.exists():
+        typer.echo(f"error: input not found: {path}", err=True)
+        raise typer.Exit(2)
+
+
 @app.command()
 def synth(
     params_file: ParamsOpt = Path("params.yaml"),
@@ -238,14 +248,9 @@ def predict(
     from pipelines.predict.model import ModelError
     from pipelines.predict.pacs import PacsError
 
-    if (path is None) == (pacs is None):
-        typer.echo("error: give a PATH or --pacs URL (one of them)", err=True)
-        raise typer.Exit(2)
+    _require_one_input(path, pacs)
     if mode is not None and mode not in ("quick", "xai", "auto"):
         typer.echo(f"error: --mode must be quick, xai or auto, not {mode!r}", err=True)
-        raise typer.Exit(2)
-    if path is not None and not path.exists():
-        typer.echo(f"error: input not found: {path}", err=True)
         raise typer.Exit(2)
     out_dir = out or params.paths.reports_dir / "predict"
     write_request(out_dir, source=path, pacs_url=pacs, mode=mode, model_uri=model)
@@ -425,12 +430,7 @@ def monitor_studies(
     from pipelines.predict.model import ModelError
     from pipelines.predict.pacs import PacsError
 
-    if (path is None) == (pacs is None):
-        typer.echo("error: give a PATH or --pacs URL (one of them)", err=True)
-        raise typer.Exit(2)
-    if path is not None and not path.exists():
-        typer.echo(f"error: input not found: {path}", err=True)
-        raise typer.Exit(2)
+    _require_one_input(path, pacs)
     out_dir = out or params.paths.report_dir("monitoring") / "reads"
     write_request(out_dir, source=path, pacs_url=pacs, mode="quick", model_uri=model)
     try:

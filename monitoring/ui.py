@@ -104,7 +104,7 @@ class DashboardServer:
 
     def stop(self, grace_s: float = 10.0) -> None:
         """End the UI and everything in its session: SIGTERM to the group, SIGKILL after `grace_s`."""
-        _kill_session(self.process, grace_s)
+        kill_session(self.process, grace_s)
         if self._own_log:
             self.log.unlink(missing_ok=True)
 
@@ -154,7 +154,7 @@ def serve_dashboard(
     try:
         _wait_ready(server, startup_timeout_s)
     except BaseException:
-        _kill_session(process, grace_s=5.0)  # the log stays: the error names it
+        kill_session(process, grace_s=5.0)  # the log stays: the error names it
         raise
     return server
 
@@ -222,7 +222,7 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def _kill_session(process: subprocess.Popen, grace_s: float) -> None:
+def kill_session(process: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM to the process group started with start_new_session=True, SIGKILL after `grace_s`, then any
     process left in that session (a child that made its own group)."""
     sid = process.pid

@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from monitoring.ui import kill_session  # one way to stop a server's whole session, product and tests
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -73,31 +74,6 @@ def apt_install(package: str) -> str | None:
         if done.returncode != 0:
             return f"`{' '.join(cmd)}` failed: {(done.stderr or done.stdout).strip()[-500:]}"
     return None
-
-
-def kill_session(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Stop a process started with start_new_session=True, its process group and anything left in its session."""
-    sid = proc.pid
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(sid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    for entry in Path("/proc").iterdir():  # children that left the group but not the session
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 # --------------------------------------------------------------------------------------------------- PostgreSQL
@@ -434,7 +410,8 @@ def browse(
     """Open `url` in headless Chromium, return the DOM after the page's scripts ran; optionally a PNG screenshot.
 
     Background networking, component updates, sync and QUIC are off: on a closed network Chromium's own
-    connections are refused and would stall the page. Each call uses a new, temporary profile. A URL served as a
+    connections are refused and would stall the page. Reduced motion is on: charts animated in real time (the
+    Evidently UI's) would be screenshotted half-drawn. Each call uses a new, temporary profile. A URL served as a
     download (`Content-Disposition: attachment`, e.g. MLflow's get-artifact) is refused at once: Chromium would
     hang on it until timeout_s.
     """
@@ -445,8 +422,9 @@ def browse(
         with tempfile.TemporaryDirectory(prefix="cordwatch-chromium-") as profile:
             cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   "--disable-dev-shm-usage", "--disable-breakpad", f"--user-data-dir={profile}",
-                   f"--virtual-time-budget={virtual_time_budget_ms}", *mode, url]  # fmt: skip
+                   "--disable-dev-shm-usage", "--disable-breakpad", "--force-prefers-reduced-motion",
+                   f"--user-data-dir={profile}", f"--virtual-time-budget={virtual_time_budget_ms}", *mode,
+                   url]  # fmt: skip
             proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
             )

@@ -15,8 +15,6 @@ import datetime as dt
 import os
 import re
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ from monitoring.dashboard import SUMMARY_SERIES, add_window, open_workspace, pro
 from monitoring.drift import compare
 from monitoring.ui import DashboardError, DashboardServer, serve_dashboard, site_of
 from tests.conftest import REPO
-from tests.servers import LOCALHOST, find_chromium, kill_session
+from tests.servers import LOCALHOST, browse, find_chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,41 +76,6 @@ def build_workspace(path: Path) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------- the browser
-
-
-def browse(url: str, *, screenshot: Path | None = None, timeout_s: float = 120.0) -> str:
-    """The DOM of `url` after its scripts ran in headless Chromium; with `screenshot`, also a 1400x2400 PNG.
-
-    As `tests.servers.browse`, plus `--force-prefers-reduced-motion`: the UI's charts (MUI X) draw their lines
-    with an animation that runs on real time, so without it the screenshot catches half-drawn lines and missing
-    points (the DOM has them all either way).
-    """
-    chromium = find_chromium()
-
-    def run(*mode: str) -> str:
-        with tempfile.TemporaryDirectory(prefix="cordwatch-chromium-") as profile:
-            cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   "--disable-dev-shm-usage", "--disable-breakpad", "--force-prefers-reduced-motion",
-                   f"--user-data-dir={profile}", "--virtual-time-budget=15000", *mode, url]  # fmt: skip
-            proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-            )
-            try:
-                out, err = proc.communicate(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                kill_session(proc, grace_s=2)
-                raise RuntimeError(f"chromium did not finish {url} within {timeout_s:.0f} s") from None
-            kill_session(proc, grace_s=2)
-            if proc.returncode != 0:
-                raise RuntimeError(f"chromium {' '.join(mode)} {url} failed ({proc.returncode}): {err[-1500:]}")
-            return out
-
-    dom = run("--dump-dom")
-    if screenshot is not None:
-        run(f"--screenshot={screenshot}", "--window-size=1400,2400", "--hide-scrollbars")
-        assert screenshot.is_file(), f"chromium wrote no screenshot of {url}"
-    return dom
 
 
 # ------------------------------------------------------------------------------------------- reading the DOM
@@ -220,7 +183,7 @@ def test_each_site_dashboard_renders_its_panels_with_data(served: Served) -> Non
     for site in WINDOWS:
         shot = shots / f"dashboard-{site}.png"
         shot.unlink(missing_ok=True)
-        dom = browse(urls[site], screenshot=shot)
+        dom = browse(urls[site], screenshot=shot, window=(1400, 2400))
         print(f"screenshot of site {site}'s dashboard: {shot}")
         texts, cards = panels(dom)
         assert project_name(site) in texts  # the breadcrumb: this site's project is the one open

@@ -97,6 +97,19 @@ def test_the_reference_stored_with_the_model_equals_monitoring_the_same_studies(
     )  # fmt: skip
 
 
+def _monitor_params(ci_project: Path, tmp_path: Path, **monitor: object) -> Path:
+    """The ci project's params with monitoring's store and reports in tmp_path and the registered version 1."""
+    import yaml
+
+    raw = yaml.safe_load((ci_project / "params.yaml").read_text())
+    raw["paths"]["monitoring_dir"] = str(tmp_path / "monitoring")
+    raw["paths"]["reports_dir"] = str(tmp_path / "reports")
+    raw["monitor"].update(model_uri=MODEL, **monitor)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    return params_file
+
+
 def test_cordwatch_monitor_alerts_on_a_new_site_and_emits_the_event(
     ci_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,7 +118,6 @@ def test_cordwatch_monitor_alerts_on_a_new_site_and_emits_the_event(
     # as a Prefect event carrying the site, on a real (test-harness) Prefect server.
     import time
 
-    import yaml
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter
     from prefect.testing.utilities import prefect_test_harness
@@ -113,12 +125,7 @@ def test_cordwatch_monitor_alerts_on_a_new_site_and_emits_the_event(
 
     from flows.cli import app
 
-    raw = yaml.safe_load((ci_project / "params.yaml").read_text())
-    raw["paths"]["monitoring_dir"] = str(tmp_path / "monitoring")
-    raw["paths"]["reports_dir"] = str(tmp_path / "reports")
-    raw["monitor"].update(model_uri=MODEL, window_size=3, window_days=None)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(raw))
+    params_file = _monitor_params(ci_project, tmp_path, window_size=3, window_days=None)
     site = next(p for p in (ci_project / "data" / "synth" / "dicom").iterdir() if p.name.startswith("LAKESHORE"))
     monkeypatch.setenv("CORDWATCH_PSEUDONYM_KEY", PSEUDONYM_KEY)
     monkeypatch.chdir(ci_project)
@@ -157,7 +164,6 @@ def test_shadow_challenger_stays_silent_and_delayed_labels_are_scored_as_evaluat
     import json
     import shutil
 
-    import yaml
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -165,12 +171,7 @@ def test_shadow_challenger_stays_silent_and_delayed_labels_are_scored_as_evaluat
     from monitoring.shadow import agreement
     from pipelines.evaluate.scoring import match, metrics
 
-    raw = yaml.safe_load((ci_project / "params.yaml").read_text())
-    raw["paths"]["monitoring_dir"] = str(tmp_path / "monitoring")
-    raw["paths"]["reports_dir"] = str(tmp_path / "reports")
-    raw["monitor"]["model_uri"] = MODEL
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(raw))
+    params_file = _monitor_params(ci_project, tmp_path)
     params = load_params(params_file)
     site = next(p for p in (ci_project / "data" / "synth" / "dicom").iterdir() if p.name.startswith("LAKESHORE"))
     monkeypatch.setenv("CORDWATCH_PSEUDONYM_KEY", PSEUDONYM_KEY)
