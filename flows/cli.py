@@ -92,16 +92,10 @@ def ingest(
 ) -> None:
     """Ingest a DICOM tree: series rules, de-identification, normalised images, labels, manifest, quarantine."""
     params = _setup(params_file, profile)
-    from flows.ingest_flow import ingest_flow
+    from flows.ingest_flow import ingest_flow, ingest_inputs
     from pipelines.ingest import IngestInputError
 
-    src = input_dir or params.ingest.input_dir or params.paths.synth_dir / "dicom"
-    ann = None
-    if not no_annotations:
-        # params' annotations describe params' input: another tree given by --input takes only --annotations.
-        ann = annotations or (params.ingest.annotations_csv if input_dir is None else None)
-        if ann is None and input_dir is None and (params.paths.synth_dir / "annotations.csv").is_file():
-            ann = params.paths.synth_dir / "annotations.csv"
+    src, ann = ingest_inputs(params, input_dir, annotations, no_annotations=no_annotations)
     try:
         summary = ingest_flow(params, src, out or params.paths.ingested_dir, ann)
     except IngestInputError as exc:
@@ -216,6 +210,30 @@ def register(
         typer.echo(
             f"to put it in use: cordwatch approve {summary['version']} --reviewer NAME --note 'why' (a reviewer)"
         )
+
+
+@app.command()
+def retrain(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Ingest -> split -> validate -> train -> evaluate -> register as one Prefect flow; stages whose inputs, code
+    and outputs are unchanged since their last run are skipped (cached)."""
+    params = _setup(params_file, profile)
+    from flows.retrain_flow import retrain_flow
+
+    summary = retrain_flow(params)
+    for stage in summary["stages"]:
+        typer.echo(f"  {stage['stage']:<9} {stage['status']:<6} {stage['wall_s']:>7.1f} s")
+    verdict = "passed every gate" if summary["passed"] else "FAILED a gate: it can never become champion"
+    aliases = ", ".join(summary["aliases"]) or "none"
+    typer.echo(
+        f"retrain [{summary['profile']}] in {summary['seconds']:.0f} s: {summary['model']} version "
+        f"{summary['version']} {verdict} (aliases: {aliases}); ran {', '.join(summary['ran']) or 'nothing'}"
+    )
+    for name, gate in summary["gates"].items():
+        typer.echo(f"  {gate['status']:<4} {name}: {gate['reason']}")
+    typer.echo(f"summary: {params.paths.summary_file('retrain')}")
 
 
 @app.command()

@@ -23,6 +23,21 @@ def _retry_on_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hoo
     return False
 
 
+def ingest_inputs(
+    params: Params, input_dir: Path | None = None, annotations: Path | None = None, *, no_annotations: bool = False
+) -> tuple[Path, Path | None]:
+    """The DICOM tree and annotations CSV to ingest: the ones given, else params' (`ingest.input_dir`,
+    `ingest.annotations_csv`), else the synthetic cohort's. Params' annotations describe params' input: another tree
+    given explicitly takes only explicitly given annotations."""
+    source = input_dir or params.ingest.input_dir or params.paths.synth_dir / "dicom"
+    if no_annotations:
+        return source, None
+    chosen = annotations or (params.ingest.annotations_csv if input_dir is None else None)
+    if chosen is None and input_dir is None and (params.paths.synth_dir / "annotations.csv").is_file():
+        chosen = params.paths.synth_dir / "annotations.csv"
+    return source, chosen
+
+
 @task(name="ingest-dataset", cache_policy=NO_CACHE, retry_condition_fn=_retry_on_io)
 def ingest_task(params: Params, input_dir: Path, output_dir: Path, annotations_csv: Path | None) -> IngestSummary:
     """Run ingestion with progress: files per second and time left (a bar on a terminal, log lines otherwise). A

@@ -83,6 +83,13 @@ class PathsParams(StrictModel):
         return cls(**moved, mlflow_uri=f"sqlite:///{root / 'mlflow.db'}")
 
 
+class RetrainParams(StrictModel):
+    """The retraining flow (`cordwatch retrain`): how often a stage's transient failure is retried."""
+
+    retries: int = Field(1, ge=0)  # a retry resumes: ingest from its journal, training from each fold's last.pt
+    retry_delay_s: float = Field(10.0, ge=0)
+
+
 class ReadersParams(StrictModel):
     """Who reads the images: the reference standard and the readers' ids and levels (ingest, split, validate,
     train and evaluate all read this one section)."""
