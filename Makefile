@@ -21,14 +21,8 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed  ## create .venv and install cordwatch with its dev tools
 
-demo: install  ## SYNTHETIC demo cohort -> ingest -> splits -> contracts -> 5-fold training -> evaluation -> registry
-	$(BIN)/cordwatch synth --profile $(PROFILE)
-	$(BIN)/cordwatch ingest --profile $(PROFILE)
-	$(BIN)/cordwatch split --profile $(PROFILE)
-	$(BIN)/cordwatch validate --profile $(PROFILE)
-	$(BIN)/cordwatch train --profile $(PROFILE)
-	$(BIN)/cordwatch evaluate --profile $(PROFILE)
-	$(BIN)/cordwatch register --profile $(PROFILE)
+demo: install  ## SYNTHETIC cohort -> retrain (ingest .. register) -> predict (quick, xai) -> monitor a drifted stream
+	$(BIN)/cordwatch demo --profile $(PROFILE)
 
 test: install  ## lint, then the whole test suite
 	$(BIN)/ruff check .

@@ -110,6 +110,10 @@ def outputs_fingerprint(params: Params, stage: str, dvc_file: Path = DVC_FILE) -
 
 def _run_stage_flow(stage: str, params: Params) -> str:
     """The stage's own flow (a sub-flow of the retraining); returns its one-line summary."""
+    if stage == "synth":
+        from flows.synth_flow import synth_flow
+
+        return synth_flow(params, None, False).line()
     if stage == "ingest":
         from flows.ingest_flow import ingest_flow, ingest_inputs
 
@@ -150,35 +154,37 @@ def stage_task(stage: str, params: Params, fingerprint: str) -> dict[str, Any]:
     return {"stage": stage, "line": line, "seconds": seconds, "outputs": outputs_fingerprint(params, stage)}
 
 
-@flow(name="cordwatch-retrain")
-def retrain_flow(params: Params) -> dict[str, Any]:
-    """Every stage from ingestion to registration, each cached on its inputs, outputs and code; writes
-    `reports/retrain/summary.json`."""
+def run_cached_stage(params: Params, stage: str) -> dict[str, Any]:
+    """One stage through its cached task (inside a flow); its result with `status` ran or cached and `wall_s`."""
     logger = get_run_logger()
     cache = (params.paths.state_dir / "prefect-cache").resolve()
     cache.mkdir(parents=True, exist_ok=True)
     storage = cache / "results"  # a local folder (a Path is resolved to local file storage, no block to save)
     policy = ((INPUTS - "params") + TASK_SOURCE).configure(key_storage=str(cache / "keys"))
-    settings = params.retrain
-    stages: list[dict[str, Any]] = []
+    began = time.perf_counter()
+    configured = stage_task.with_options(
+        name=f"retrain-{stage}", cache_policy=policy, result_storage=storage,
+        retries=params.retrain.retries, retry_delay_seconds=params.retrain.retry_delay_s,
+    )  # fmt: skip
+    key = stage_fingerprint(params, stage)
+    state = configured(stage, params, key, return_state=True)
+    result = state.result()  # raises the stage's own error after its retries
+    cached = state.name == "Cached"
+    if cached and result["outputs"] != outputs_fingerprint(params, stage):  # outputs deleted or changed since
+        logger.info("%s: cached, but its outputs changed since: running it again", stage)
+        state = configured.with_options(refresh_cache=True)(stage, params, key, return_state=True)
+        result, cached = state.result(), False
+    entry = {**result, "status": "cached" if cached else "ran", "wall_s": round(time.perf_counter() - began, 1)}
+    logger.info("%s: %s (%s s) %s", stage, entry["status"], entry["wall_s"], result["line"][:200])
+    return entry
+
+
+@flow(name="cordwatch-retrain")
+def retrain_flow(params: Params) -> dict[str, Any]:
+    """Every stage from ingestion to registration, each cached on its inputs, outputs and code; writes
+    `reports/retrain/summary.json`."""
     start = time.perf_counter()
-    for stage in STAGES:
-        began = time.perf_counter()
-        configured = stage_task.with_options(
-            name=f"retrain-{stage}", cache_policy=policy, result_storage=storage,
-            retries=settings.retries, retry_delay_seconds=settings.retry_delay_s,
-        )  # fmt: skip
-        key = stage_fingerprint(params, stage)
-        state = configured(stage, params, key, return_state=True)
-        result = state.result()  # raises the stage's own error after its retries
-        cached = state.name == "Cached"
-        if cached and result["outputs"] != outputs_fingerprint(params, stage):  # outputs deleted or changed since
-            logger.info("%s: cached, but its outputs changed since: running it again", stage)
-            state = configured.with_options(refresh_cache=True)(stage, params, key, return_state=True)
-            result, cached = state.result(), False
-        entry = {**result, "status": "cached" if cached else "ran", "wall_s": round(time.perf_counter() - began, 1)}
-        logger.info("%s: %s (%s s) %s", stage, entry["status"], entry["wall_s"], result["line"][:200])
-        stages.append(entry)
+    stages = [run_cached_stage(params, stage) for stage in STAGES]
     registered = json.loads(stages[-1]["line"])
     summary = {
         "stage": STAGE,

@@ -172,9 +172,10 @@ def compare(
     if use_embedding:
         result.embedding_score, result.embedding_drifted = embedding_drift(reference, current, embedding, level=level)
     if report and (testable_num or testable_cat):
-        result.snapshot = _snapshot(
-            reference, current, testable_num, testable_cat, summaries, level, timestamp, tags, metadata
-        )
+        with np.errstate(divide="ignore"):  # its chi-square meets the same absent categories as column_pvalue
+            result.snapshot = _snapshot(
+                reference, current, testable_num, testable_cat, summaries, level, timestamp, tags, metadata
+            )
     return result
 
 
