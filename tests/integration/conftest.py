@@ -50,6 +50,17 @@ def _mlflow_uris_restored() -> Iterator[None]:
 STAGES = ("synth", "ingest", "split", "validate", "train", "evaluate", "register")
 
 
+def write_ci_params(root: Path) -> Path:
+    """`root/params.yaml`: the ci profile with every path under `root`, quick bootstraps, relaxed gates."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = "ci"
+    raw["paths"] = PathsParams.under(root).model_dump(mode="json")
+    raw["evaluate"]["bootstrap_resamples"] = 200  # CIs stay honest, the test stays quick
+    raw["registry"]["gates"].update(min_external_map50_lower=0.0, max_subgroup_shortfall=1.0)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    return root / "params.yaml"
+
+
 @pytest.fixture(scope="session")
 def ci_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ci-profile project in a temp folder, run through synth, ingest, split, validate, train, evaluate and
@@ -57,12 +68,7 @@ def ci_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     here (floor 0, any subgroup shortfall) to get a version that passes; tests that need a failing version register
     again with stricter params."""
     root = tmp_path_factory.mktemp("project")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["profile"] = "ci"
-    raw["paths"] = PathsParams.under(root).model_dump(mode="json")
-    raw["evaluate"]["bootstrap_resamples"] = 200  # CIs stay honest, the test stays quick
-    raw["registry"]["gates"].update(min_external_map50_lower=0.0, max_subgroup_shortfall=1.0)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    write_ci_params(root)
     os.environ["CORDWATCH_PSEUDONYM_KEY"] = PSEUDONYM_KEY
     cwd = Path.cwd()
     os.chdir(root)  # anything written relative to the working directory would show up here
