@@ -8,9 +8,11 @@ telemetry and pointed tool state at the project: several of those libraries read
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -567,6 +569,54 @@ def dashboard(
     except DashboardError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+@app.command()
+def ui(
+    site: Annotated[str | None, typer.Option(help="Your site code: its drift dashboard is listed first.")] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Start the Prefect UI, the MLflow UI and the drift dashboard on 127.0.0.1; print their addresses; Ctrl-C stops
+    them and every process they started."""
+    import signal
+
+    params = _setup(params_file, profile)
+    from flows.services import ServiceError, mlflow_ui, prefect_ui
+    from monitoring.ui import DashboardError, serve_dashboard
+
+    def stop_on_signal(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGHUP, stop_on_signal)
+    started: list[Any] = []  # Service or DashboardServer: each has .url, .process and .stop()
+    try:
+        started.append(prefect_ui(Path(os.environ.get("PREFECT_HOME", params.paths.state_dir / "prefect"))))
+        typer.echo(f"Prefect UI (flow runs, deployments): {started[-1].url}")
+        started.append(mlflow_ui(params.paths.mlflow_uri))
+        typer.echo(f"MLflow UI (runs, registry, model cards): {started[-1].url}")
+        workspace = params.paths.monitoring_dir / "workspace"
+        if workspace.is_dir():
+            dashboard = serve_dashboard(workspace)
+            started.append(dashboard)
+            typer.echo(f"drift dashboards: {dashboard.url}")
+            for name, url in dashboard.site_urls(first=site):
+                typer.echo(f"  {name}: {url}")
+        else:
+            typer.echo("drift dashboards: none yet (run `cordwatch monitor` first)")
+        typer.echo("Ctrl-C stops them all.", err=True)
+        while all(s.process.poll() is None for s in started):
+            time.sleep(1.0)
+        typer.echo("a server exited: stopping the others", err=True)
+    except (ServiceError, DashboardError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for service in reversed(started):
+            service.stop()
 
 
 def main() -> None:  # pragma: no cover - console entry
