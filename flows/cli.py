@@ -619,6 +619,33 @@ def ui(
             service.stop()
 
 
+@app.command()
+def schedule(
+    params_file: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+) -> None:
+    """Serve the retraining and monitoring deployments (schedules and triggers from params.yaml `schedule:`) until
+    Ctrl-C. Point PREFECT_API_URL at a Prefect server (`prefect server start`): triggers need its services."""
+    _setup(params_file, profile)
+    import os
+
+    from prefect import serve
+
+    from flows.schedule import deployments
+
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.echo(
+            "warning: PREFECT_API_URL is not set: the deployments go to a temporary server that is gone when this "
+            "stops, and event triggers do not run there (docs/orchestration.md)",
+            err=True,
+        )
+    built = deployments(params_file)
+    for d in built:
+        typer.echo(f"serving {d.name}: cron {d.schedules[0].schedule.cron if d.schedules else 'none'}, "
+                   f"{len(d.triggers)} trigger(s)")  # fmt: skip
+    serve(*built)
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())
 

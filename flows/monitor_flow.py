@@ -103,4 +103,26 @@ def monitor_labels_flow(params: Params, reports: Path) -> dict[str, Any]:
     for event in alert_events(summary["alerts"], params.monitor.event, model):
         emit_event(**event)
         logger.warning("emitted %s for site %s", event["event"], event["resource"]["cordwatch.site"])
+    enough = labels_enough(params, summary["labelled_studies"])
+    if enough is not None:
+        emit_event(**enough)
+        logger.warning("emitted %s: %d studies labelled since the last one", enough["event"], enough["payload"]["new"])
     return summary
+
+
+def labels_enough(params: Params, labelled_studies: int) -> dict[str, Any] | None:
+    """The `cordwatch.labels.enough` event when `schedule.retrain_after_labelled_studies` studies have been labelled
+    since the last one (the count at that event is kept in the monitoring store); None otherwise."""
+    from flows.schedule import LABELS_EVENT
+
+    every = params.schedule.retrain_after_labelled_studies
+    marker = params.paths.monitoring_dir / "labels_trigger.json"
+    last = json.loads(marker.read_text())["labelled_studies"] if marker.is_file() else 0
+    if not every or labelled_studies - last < every:
+        return None
+    write_json(marker, {"labelled_studies": labelled_studies})
+    return {
+        "event": LABELS_EVENT,
+        "resource": {"prefect.resource.id": "cordwatch.labels"},
+        "payload": {"labelled_studies": labelled_studies, "new": labelled_studies - last},
+    }

@@ -159,6 +159,7 @@ def run_monitor_labels(params: Params, labels_csv: Path, *, model_uri: str | Non
         "external_validation": external,
         "labels_file_rows_other_readers": other_readers,
         "labelled_images": int(labelled["image_id"].nunique()),
+        "labelled_studies": int(labelled["study_key"].nunique()),
         "labels_for_unmonitored_images": len(unknown),
         "results": results,
         "alerts": alerts,

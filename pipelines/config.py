@@ -24,7 +24,7 @@ from pipelines.evaluate.params import EvaluateParams
 from pipelines.ingest.params import IngestParams, SeriesCondition, SeriesRule
 from pipelines.predict.params import PredictParams
 from pipelines.register.params import RegisterParams
-from pipelines.settings import PathsParams, ReadersParams, RetrainParams, StrictModel
+from pipelines.settings import PathsParams, ReadersParams, RetrainParams, ScheduleParams, StrictModel
 from pipelines.split.params import SplitParams
 from pipelines.synth.params import SynthParams
 from pipelines.train.params import TrainParams
@@ -71,6 +71,7 @@ class Params(StrictModel):
     predict: PredictParams = PredictParams()
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
+    schedule: ScheduleParams = ScheduleParams()
 
     def with_profile(self, profile: str | None) -> Params:
         """Return a copy with another active profile (validated against the synth profiles)."""

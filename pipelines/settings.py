@@ -90,6 +90,17 @@ class RetrainParams(StrictModel):
     retry_delay_s: float = Field(10.0, ge=0)
 
 
+class ScheduleParams(StrictModel):
+    """`cordwatch schedule`: when retraining and monitoring run by themselves (flows/schedule.py)."""
+
+    retrain_cron: str | None = "0 2 * * 0"  # None: no timed retraining (triggers still apply)
+    monitor_cron: str | None = "0 * * * *"
+    monitor_input: str | None = None  # the folder monitoring reads on its schedule (or the PACS below)
+    monitor_pacs_url: str | None = None
+    retrain_on_drift: bool = True  # a `monitor.event` (drift at a site) starts a retraining run for that site
+    retrain_after_labelled_studies: int = Field(200, ge=0)  # this many newly labelled studies start one; 0: never
+
+
 class ReadersParams(StrictModel):
     """Who reads the images: the reference standard and the readers' ids and levels (ingest, split, validate,
     train and evaluate all read this one section)."""
