@@ -9,6 +9,7 @@ send their events back through a queue, so hooks see every epoch live, in the pa
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import multiprocessing
@@ -16,9 +17,11 @@ import os
 import queue
 import shutil
 import statistics
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,9 +217,49 @@ def train_one(
     A finished run leaves a marker and is reused as is; an unfinished one with `last.pt` resumes from that
     checkpoint (ultralytics `resume=True`), so a killed run loses at most the epoch in progress.
     """
+    runs_dir = runs_dir.resolve()  # ultralytics puts a relative `project` under its own runs_dir setting
+    with fold_lock(runs_dir, name):
+        return _train_one_locked(name, data_yaml, runs_dir, params, prof, log)
+
+
+class FoldBusyError(RuntimeError):
+    """Another live process is training this fold (a second run started while the first still trains it)."""
+
+
+@contextmanager
+def fold_lock(runs_dir: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on `runs_dir/.NAME.lock` while a fold trains: two runs never train one fold at once.
+    The kernel releases it when its holder dies, however it dies (no stale lock after a SIGKILL)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    handle = (runs_dir / f".{name}.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise FoldBusyError(f"fold {name} is being trained by another process (pid {holder}); wait for it") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _train_one_locked(
+    name: str,
+    data_yaml: Path,
+    runs_dir: Path,
+    params: TrainParams,
+    prof: TrainProfile,
+    log: EpochLogger | None,
+) -> FoldResult:
     from ultralytics import YOLO
 
-    runs_dir = runs_dir.resolve()  # ultralytics puts a relative `project` under its own runs_dir setting
     run_dir = runs_dir / name
     marker = run_dir / DONE_MARKER
     if marker.is_file():
@@ -266,13 +309,28 @@ def train_one(
 _EVENTS: Any = None
 
 
-def _init_worker(events: Any, threads: int) -> None:
-    """Worker set-up: the event queue, and its share of the CPU threads (torch would otherwise take every core)."""
+def _init_worker(events: Any, threads: int, parent: int) -> None:
+    """Worker set-up: the event queue, its share of the CPU threads (torch would otherwise take every core), and a
+    watch on the parent: a worker whose parent died (a SIGKILL leaves spawned workers running) exits instead of
+    training on beside a re-run."""
     global _EVENTS
     import torch
 
     torch.set_num_threads(threads)
     _EVENTS = events
+    watch_parent(parent)
+
+
+def watch_parent(parent: int, interval_s: float = 1.0) -> None:
+    """Exit this process (status 70) within `interval_s` once `parent` is no longer its parent."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def _train_in_worker(
@@ -329,7 +387,9 @@ def _train_folds_in_processes(
                 return
 
     done: dict[str, FoldResult] = {}
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(events, threads)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(events, threads, os.getpid())
+    ) as pool:
         # `train_one` travels by name, so a worker runs the function the parent holds (tests substitute a fake)
         futures: dict[Future[FoldResult], str] = {
             pool.submit(_train_in_worker, name, data_yaml, runs_dir, params, prof, train_one): name
