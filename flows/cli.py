@@ -243,7 +243,13 @@ def demo(
     typer.echo(f"  evaluation report:       {look['evaluation_report']}")
     typer.echo(f"  worklists:               {', '.join(look['worklists'])}")
     typer.echo(f"  monitoring reports:      {look['monitoring_reports']} (alerts: {look['alerts']})")
-    typer.echo(f"  to put the model in use: cordwatch approve {summary['model_uri'].rsplit('/', 1)[1]} --reviewer NAME")
+    version = summary["model_uri"].rsplit("/", 1)[1]
+    if retrained["passed"]:
+        typer.echo(f"  to put the model in use: cordwatch approve {version} --reviewer NAME --note 'why'")
+    else:
+        typer.echo(
+            f"  gates: version {version} failed one, so it can never become champion (reports/register/summary.json)"
+        )
 
 
 @app.command()
