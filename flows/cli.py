@@ -589,13 +589,10 @@ def ui(
 
     params = _setup(params_file, profile)
     from flows.services import ServiceError, mlflow_ui, prefect_ui
-    from monitoring.ui import DashboardError, serve_dashboard
+    from monitoring.ui import DashboardError, exit_on_signal, serve_dashboard
 
-    def stop_on_signal(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    signal.signal(signal.SIGHUP, stop_on_signal)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    signal.signal(signal.SIGHUP, exit_on_signal)
     started: list[Any] = []  # Service or DashboardServer: each has .url, .process and .stop()
     try:
         started.append(prefect_ui(Path(os.environ.get("PREFECT_HOME", params.paths.state_dir / "prefect"))))

@@ -37,22 +37,21 @@ STAGE = "retrain"
 SMALL_FILE = 1 << 20  # files up to this size are hashed by content (code, tables); larger ones by size and mtime
 
 
-def _resolve(template: str, params: Params) -> str | None:
-    """A dvc.yaml path with its `${section.key}` filled from params (None when the value is unset)."""
-    raw = params.model_dump(mode="json")
+def _lookup(raw: dict[str, Any], key: str) -> Any:
+    """The value of a dotted params key (`readers.reference_level`) in dumped params; None when absent."""
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
-    def value(match: re.Match[str]) -> str:
-        node: Any = raw
-        for part in match.group(1).split("."):
-            node = node[part]
-        if node is None:
-            raise KeyError(match.group(1))
-        return str(node)
 
-    try:
-        return re.sub(r"\$\{([^}]+)\}", value, template)
-    except KeyError:
+def _resolve(template: str, raw: dict[str, Any]) -> str | None:
+    """A dvc.yaml path with its `${section.key}` filled from dumped params (None when a value is unset)."""
+    values = [_lookup(raw, key) for key in re.findall(r"\$\{([^}]+)\}", template)]
+    if any(v is None for v in values):
         return None
+    filled = iter(values)
+    return re.sub(r"\$\{[^}]+\}", lambda _: str(next(filled)), template)
 
 
 def _paths(entries: list[Any]) -> list[str]:
@@ -77,9 +76,9 @@ def _spec(stage: str, dvc_file: Path) -> dict[str, Any]:
     return yaml.safe_load(dvc_file.read_text())["stages"][stage]
 
 
-def _hash_entries(digest: Any, entries: list[str], params: Params) -> None:
+def _hash_entries(digest: Any, entries: list[str], raw: dict[str, Any]) -> None:
     for entry in entries:
-        resolved = _resolve(entry, params)
+        resolved = _resolve(entry, raw)
         if resolved is not None:
             path = Path(resolved)
             _hash_path(digest, path if path.is_absolute() or "${" in entry else REPO / path)
@@ -91,11 +90,8 @@ def stage_fingerprint(params: Params, stage: str, dvc_file: Path = DVC_FILE) -> 
     digest = hashlib.sha256(f"{stage}\n".encode())
     raw = params.model_dump(mode="json")
     for key in _paths(spec.get("params", [])):
-        node: Any = raw
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        digest.update(f"{key}={json.dumps(node, sort_keys=True, default=str)}\n".encode())
-    _hash_entries(digest, _paths(spec.get("deps", [])), params)
+        digest.update(f"{key}={json.dumps(_lookup(raw, key), sort_keys=True, default=str)}\n".encode())
+    _hash_entries(digest, _paths(spec.get("deps", [])), raw)
     return digest.hexdigest()
 
 
@@ -104,7 +100,9 @@ def outputs_fingerprint(params: Params, stage: str, dvc_file: Path = DVC_FILE) -
     as the run that made it left them."""
     spec = _spec(stage, dvc_file)
     digest = hashlib.sha256(f"{stage} outputs\n".encode())
-    _hash_entries(digest, _paths(spec.get("outs", [])) + _paths(spec.get("metrics", [])), params)
+    _hash_entries(
+        digest, _paths(spec.get("outs", [])) + _paths(spec.get("metrics", [])), params.model_dump(mode="json")
+    )
     return digest.hexdigest()
 
 

@@ -38,22 +38,20 @@ def scheduled_retrain(
 
 @flow(name="cordwatch-scheduled-monitor")
 def scheduled_monitor(params_file: str = "params.yaml") -> dict[str, Any]:
-    """Monitoring for a deployment: the folder or PACS in `schedule.monitor_input` / `schedule.monitor_pacs_url`."""
-    from prefect.events import emit_event
-
-    from flows.monitor_flow import alert_events
-    from monitoring.run import run_monitor
+    """Monitoring for a deployment: `cordwatch monitor`'s own flow (events included) over the folder or PACS in
+    `schedule.monitor_input` / `schedule.monitor_pacs_url`."""
+    from flows.monitor_flow import monitor_flow
+    from flows.predict_flow import write_request
     from pipelines import runtime
     from pipelines.config import load_params
 
     params = load_params(Path(params_file))
     runtime.configure(params.paths.state_dir)
     settings = params.schedule
+    out_dir = params.paths.report_dir("monitoring") / "reads"
     source = Path(settings.monitor_input) if settings.monitor_input else None
-    summary = run_monitor(params, source, pacs_url=settings.monitor_pacs_url)
-    model = f"{summary['model']['name']}/{summary['model']['version']}"
-    for event in alert_events(summary["alerts"], params.monitor.event, model):
-        emit_event(**event)
+    write_request(out_dir, source=source, pacs_url=settings.monitor_pacs_url, mode="quick", model_uri=None)
+    summary = monitor_flow(params, out_dir)
     return {k: summary[k] for k in ("studies_read", "new_rows", "studies_kept")} | {"alerts": len(summary["alerts"])}
 
 

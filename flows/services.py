@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitoring.ui import LOOPBACK, TELEMETRY_OFF, kill_session
+from monitoring.ui import LOOPBACK, TELEMETRY_OFF, free_port, kill_session
 
 TELEMETRY_ENV = {
     **TELEMETRY_OFF,
@@ -43,14 +43,6 @@ class Service:
 
     def stop(self, grace_s: float = 10.0) -> None:
         kill_session(self.process, grace_s)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def start_service(

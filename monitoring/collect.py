@@ -23,7 +23,7 @@ import pandas as pd
 from pipelines.ingest import deid
 from pipelines.io import write_parquet_atomic
 from pipelines.predict.detector import Boxes, Detector, ForwardState
-from pipelines.predict.features import acquisition_metadata, pooled_embedding, study_row
+from pipelines.predict.features import acquisition_metadata, detected_study_row
 from pipelines.predict.inputs import StudyInput, group_by_study, read_studies
 from pipelines.predict.model import ModelRef, resolve_model
 from pipelines.predict.pacs_run import predict_from_pacs
@@ -104,12 +104,10 @@ def collect_features(
         header = study.images[0].dataset
         institution = str(header.get(site_tag, "") or "").strip()
         site = site_map.get(institution) or (pseudo.site(institution) if institution else "unknown")
-        labels = [names[int(c)] for b in boxes for c in b.class_index]
-        confidences = [float(c) for b in boxes for c in b.confidence]
-        images = [(im.pixels, b.xyxy) for im, b in zip(study.images, boxes, strict=True)]
-        embeddings = [pooled_embedding(s.outputs, predictor.detector.head.f) for s in states]
         meta = acquisition_metadata(header, site)
-        row = study_row(pseudo.study(study.study_uid), meta, images, labels, confidences, band, embeddings)
+        pixels = [im.pixels for im in study.images]
+        layers = predictor.detector.head.f
+        row = detected_study_row(pseudo.study(study.study_uid), meta, pixels, boxes, states, names, band, layers)
         row.update(monitored_at=time.time(), model=f"{model.name}/{model.version}")
         rows.append(row)
         known.add(row["study_key"])
@@ -120,7 +118,6 @@ def collect_features(
         for image_id, b in zip(image_ids, boxes, strict=True):
             predictions.extend(box_rows(b, names, image_id=image_id, keys=keys, role=CHAMPION, model=row["model"]))
         if shadow is not None:  # the challenger's boxes stay here, never in the clinician's output folder
-            pixels = [im.pixels for im in study.images]
             for image_id, b in zip(image_ids, shadow.detect(pixels)[0], strict=True):
                 predictions.extend(
                     box_rows(
@@ -158,4 +155,6 @@ def collect_features(
             old = old[~old["study_key"].isin(fresh)] if len(old) else old
             write_parquet_atomic(pd.concat([old, new], ignore_index=True), store / table)
         write_parquet_atomic(pd.concat([kept, pd.DataFrame(rows)], ignore_index=True), store / FEATURES_FILE)
-    return {**counts, "new_rows": len(rows), "already_kept": skipped, "shadow": shadow_name, "store": str(store)}
+    kept_now = len(kept) + len(rows)
+    return {**counts, "new_rows": len(rows), "already_kept": skipped, "studies_kept": kept_now, "shadow": shadow_name,
+            "store": str(store)}  # fmt: skip

@@ -155,7 +155,7 @@ def compare(
     if current.empty or reference.empty:
         return result
     result.new_categories = new_categories(reference, current, categorical)
-    both = pd.concat([reference, current])
+    both = pd.concat([reference[[*numerical, *categorical]], current[[*numerical, *categorical]]])
     testable_num = [c for c in numerical if both[c].notna().any() and both[c].nunique(dropna=True) > 1]
     tested = categorical if tested_categorical is None else tested_categorical
     testable_cat = [c for c in tested if both[c].nunique(dropna=True) > 1]

@@ -94,6 +94,7 @@ def monitor_windows(
     ws = open_workspace(workspace)
     alerts: list[dict[str, Any]] = []
     for window in windows(rows, size=size, period_s=period_s) if len(rows) else []:
+        raised: list[dict[str, Any]] = []
         key = f"{window.start}-{window.stop}"
         if key in done:
             continue
@@ -113,7 +114,7 @@ def monitor_windows(
                 result.snapshot.save_html(str(stem.with_suffix(".html")))  # str: a Path is silently ignored
                 write_atomic(stem.with_suffix(".json"), result.snapshot.json().encode())
             if result.alert:
-                alerts.append(
+                raised.append(
                     {
                         "window": window.index,
                         "closed_at": window.closed_at,
@@ -125,9 +126,10 @@ def monitor_windows(
                         "embedding_score": result.embedding_score,
                     }
                 )
+        append_alerts(store / ALERTS_FILE, raised)  # before the window counts as done: a kill loses no alert
+        alerts += raised
         done.add(key)
         write_atomic(done_path, json.dumps(sorted(done)).encode())
-    append_alerts(store / ALERTS_FILE, alerts)
     return alerts
 
 
@@ -192,7 +194,7 @@ def run_monitor(
         "new_rows": counts["new_rows"],
         "already_kept": counts.get("already_kept", 0) + counts.get("skipped_already_read", 0),
         "failed": counts["failed"],
-        "studies_kept": len(read_store(store)),
+        "studies_kept": counts["studies_kept"],
         "alerts": alerts,
         "store": str(store),
         "workspace": str(store / "workspace"),

@@ -26,9 +26,10 @@ BOX = ["x_min", "y_min", "x_max", "y_max"]
 def _matched_boxes(champion: pd.DataFrame, challenger: pd.DataFrame) -> int:
     """Challenger boxes matched to a champion box of the same class and image at IoU >= 0.5."""
     matched = 0
-    for (image, label), chal in challenger.groupby(["image_id", "label"]):
-        champ = champion[(champion["image_id"] == image) & (champion["label"] == label)]
-        if champ.empty:
+    by_image = dict(iter(champion.groupby(["image_id", "label"])))  # once: a filter per group would be quadratic
+    for key, chal in challenger.groupby(["image_id", "label"]):
+        champ = by_image.get(key)
+        if champ is None:
             continue
         chal = chal.sort_values("score", ascending=False)
         iou = box_iou(champ[BOX].to_numpy(float), chal[BOX].to_numpy(float))

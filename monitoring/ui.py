@@ -95,7 +95,7 @@ class DashboardServer:
         """
         if threading.current_thread() is not threading.main_thread():
             return self.process.wait()
-        previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        previous = {sig: signal.signal(sig, exit_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             return self.process.wait()
         finally:
@@ -134,7 +134,7 @@ def serve_dashboard(
     workspace = Path(workspace).resolve()
     if not workspace.is_dir():
         raise DashboardError(f"no Evidently workspace at {workspace}: run the monitoring first")
-    port = _free_port(host) if port is None else _check_port(host, port)
+    port = free_port(host) if port is None else _check_port(host, port)
     url = f"http://{_url_host(host)}:{port}"
     own_log = log is None
     if log is None:
@@ -186,7 +186,7 @@ def _get_json(url: str, timeout_s: float) -> Any:  # a dict or a list
         raise DashboardError(f"GET {url} failed: {exc}") from exc
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = LOOPBACK) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -211,7 +211,8 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
+def exit_on_signal(signum: int, frame: object) -> None:
+    """A signal handler that exits through SystemExit, so `with` blocks and `finally` clauses stop children."""
     raise SystemExit(128 + signum)
 
 

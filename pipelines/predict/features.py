@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -36,6 +36,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from pipelines.ingest import deid
+
+if TYPE_CHECKING:
+    from pipelines.predict.detector import Boxes, ForwardState
 
 FEATURE_VERSION = 2  # 2: image statistics of the detector's 8-bit input
 META_CATEGORICAL = ("meta_site", "meta_manufacturer", "meta_model", "meta_software")
@@ -202,3 +205,23 @@ def study_row(
     mean = np.mean(np.stack(embeddings), axis=0) if embeddings else np.zeros(0)
     row.update({f"emb_{i:03d}": float(v) for i, v in enumerate(mean)})
     return row
+
+
+def detected_study_row(
+    study_key: str,
+    meta: Mapping[str, Any],
+    pixels: Sequence[np.ndarray],
+    boxes: Sequence[Boxes],
+    states: Sequence[ForwardState],
+    names: Mapping[int, str] | Sequence[str],
+    band: tuple[float, float],
+    layers: Sequence[int],
+) -> dict[str, Any]:
+    """`study_row` from one detector pass over a study's images: their inputs, kept boxes and forward states (the
+    outputs of `layers`, the Detect head's inputs, pooled into the embedding). Monitoring and the reference
+    registration stores both build their rows here."""
+    labels = [names[int(c)] for b in boxes for c in b.class_index]
+    confidences = [float(c) for b in boxes for c in b.confidence]
+    embeddings = [pooled_embedding(s.outputs, layers) for s in states]
+    images = [(p, b.xyxy) for p, b in zip(pixels, boxes, strict=True)]
+    return study_row(study_key, meta, images, labels, confidences, band, embeddings)

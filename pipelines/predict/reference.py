@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipelines.contracts import CV, IMAGES_TABLE
 from pipelines.predict.detector import Detector
-from pipelines.predict.features import metadata_from_table, pooled_embedding, study_row
+from pipelines.predict.features import detected_study_row, metadata_from_table
 from pipelines.progress import Progress, ProgressFn
 
 REFERENCE_FILE = "monitoring_reference.parquet"  # its name in the model's artifacts and on disk
@@ -68,12 +68,8 @@ def training_reference(
             b, s = detector.detect(pixels[start : start + batch], keep_state=True)
             boxes += b
             states += s
-        labels = [names[int(c)] for b in boxes for c in b.class_index]
-        confidences = [float(c) for b in boxes for c in b.confidence]
-        embeddings = [pooled_embedding(s.outputs, detector.head.f) for s in states]
         meta = metadata_from_table(study.iloc[0].to_dict())
-        per_image = [(p, b.xyxy) for p, b in zip(pixels, boxes, strict=True)]
-        rows.append(study_row(str(study_key), meta, per_image, labels, confidences, band, embeddings))
+        rows.append(detected_study_row(str(study_key), meta, pixels, boxes, states, names, band, detector.head.f))
         if progress is not None and (done % 50 == 0 or done == len(groups)):
             progress(Progress("register", done, len(groups), "study", "monitoring reference"))
     return pd.DataFrame(rows)
