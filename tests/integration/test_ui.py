@@ -36,13 +36,15 @@ def _sessions_of_children(pid: int) -> set[int]:
 
 
 def _in_sessions(sids: set[int]) -> set[int]:
+    """Live processes of these sessions (a zombie waiting for init to reap it runs nothing: not counted)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if os.getsid(int(entry.name)) in sids:
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if os.getsid(int(entry.name)) in sids and state != "Z":
                     found.add(int(entry.name))
-            except OSError:
+            except (OSError, IndexError):
                 continue
     return found
 
@@ -83,5 +85,7 @@ def test_ui_serves_the_three_uis_and_ctrl_c_stops_everything(tmp_path: Path) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
-    time.sleep(1)
+    deadline = time.monotonic() + 10  # a SIGKILLed process takes a moment to go
+    while _in_sessions(sessions) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not _in_sessions(sessions), "processes left running after Ctrl-C"
