@@ -24,7 +24,14 @@ from pipelines.evaluate.params import EvaluateParams
 from pipelines.ingest.params import IngestParams, SeriesCondition, SeriesRule
 from pipelines.predict.params import PredictParams
 from pipelines.register.params import RegisterParams
-from pipelines.settings import PathsParams, ReadersParams, RetrainParams, ScheduleParams, StrictModel
+from pipelines.settings import (
+    ExecutionParams,
+    PathsParams,
+    ReadersParams,
+    RetrainParams,
+    ScheduleParams,
+    StrictModel,
+)
 from pipelines.split.params import SplitParams
 from pipelines.synth.params import SynthParams
 from pipelines.train.params import TrainParams
@@ -72,6 +79,7 @@ class Params(StrictModel):
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
     schedule: ScheduleParams = ScheduleParams()
+    execution: ExecutionParams = ExecutionParams()
 
     def with_profile(self, profile: str | None) -> Params:
         """Return a copy with another active profile (validated against the synth profiles)."""

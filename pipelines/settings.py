@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -88,6 +89,17 @@ class RetrainParams(StrictModel):
 
     retries: int = Field(1, ge=0)  # a retry resumes: ingest from its journal, training from each fold's last.pt
     retry_delay_s: float = Field(10.0, ge=0)
+
+
+class ExecutionParams(StrictModel):
+    """Where fan-out work runs (ingestion's files, prediction's and monitoring's studies, training's folds): `local`
+    in this process and its own worker pools, or `dask` through Prefect's DaskTaskRunner (pipelines/execution.py)."""
+
+    engine: Literal["local", "dask"] = "local"
+    address: str | None = None  # a running Dask scheduler (tcp://host:8786); None: a LocalCluster on this machine
+    n_workers: int = Field(2, ge=1)  # LocalCluster only: worker processes
+    threads_per_worker: int = Field(1, ge=1)  # LocalCluster only: torch takes its own threads inside each task
+    chunks_per_worker: int = Field(4, ge=1)  # studies/files go out in this many chunks per worker (fewer task runs)
 
 
 class ScheduleParams(StrictModel):

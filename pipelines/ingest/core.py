@@ -16,7 +16,6 @@ import csv
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -38,6 +37,7 @@ from pipelines.contracts import (
     MANIFEST_COLUMNS,
     MANIFEST_TABLE,
 )
+from pipelines.execution import fan_out
 from pipelines.ingest import deid
 from pipelines.ingest.annotations import (
     AnnotationFileError,
@@ -51,6 +51,7 @@ from pipelines.labels import yolo_lines
 
 if TYPE_CHECKING:  # the whole params arrive from the caller; importing config here would be a cycle
     from pipelines.config import Params
+    from pipelines.settings import ExecutionParams
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +183,14 @@ class Journal:
             self._fh.close()
 
 
-def _process_all(paths: list[Path], root: Path, settings: FileSettings, workers: int) -> Iterator[FileOutcome]:
-    """Process files in input order, in a spawn-started pool when it pays (fork is unsafe under Prefect's threads)."""
-    if workers <= 1 or len(paths) < _MIN_FILES_FOR_POOL:
-        for p in paths:
-            yield process_file(p, root, settings)
-        return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        args = [(p, root, settings) for p in paths]
-        yield from pool.imap(_process_star, args, chunksize=8)
+def _process_all(
+    paths: list[Path], root: Path, settings: FileSettings, workers: int, execution: ExecutionParams
+) -> Iterator[FileOutcome]:
+    """Process files in input order on the configured engine: locally in a spawn-started pool of `workers` when it
+    pays (below `_MIN_FILES_FOR_POOL` files one by one is faster), or on Dask (`execution.engine`)."""
+    local = workers if len(paths) >= _MIN_FILES_FOR_POOL else 1
+    yield from fan_out(_process_star, [(p, root, settings) for p in paths], execution, name="ingest-files",
+                       local_workers=local)  # fmt: skip
 
 
 def _process_star(args: tuple[Path, Path, FileSettings]) -> FileOutcome:
@@ -275,7 +274,7 @@ def run_ingest(
         if o.status == "ok" and o.image_id is not None:
             owner.setdefault(o.image_id, i)
     try:
-        results = _process_all([p for _, p in todo], input_dir, settings, cfg.workers)
+        results = _process_all([p for _, p in todo], input_dir, settings, cfg.workers, params.execution)
         for (i, _), outcome in zip(todo, results, strict=True):
             if outcome.status == "ok":  # promote now, so the journal never records an image that is not in place
                 staged = staging / f"{outcome.source_id}.png"
