@@ -30,6 +30,7 @@ import pandas as pd
 
 from pipelines.contracts import CLASS_NAMES, CV
 from pipelines.labels import reference_boxes
+from pipelines.settings import ExecutionParams
 from pipelines.train.params import TrainParams, TrainProfile
 from pipelines.train.yolo_data import build_view
 
@@ -305,19 +306,22 @@ def _train_one_locked(
     return result
 
 
-# Set in each worker process by `_init_worker`: where its fold's events go (a queue read by the parent).
+# Set in each worker process by `_init_worker`: where its fold's events go (a queue read by the parent), and the
+# device group this worker trains on (each worker takes one group for its life, so two folds never share a GPU).
 _EVENTS: Any = None
+_DEVICE: str | None = None
 
 
-def _init_worker(events: Any, threads: int, parent: int) -> None:
-    """Worker set-up: the event queue, its share of the CPU threads (torch would otherwise take every core), and a
-    watch on the parent: a worker whose parent died (a SIGKILL leaves spawned workers running) exits instead of
-    training on beside a re-run."""
-    global _EVENTS
+def _init_worker(events: Any, threads: int, parent: int, devices: Any) -> None:
+    """Worker set-up: the event queue, its device group, its share of the CPU threads (torch would otherwise take
+    every core), and a watch on the parent: a worker whose parent died (a SIGKILL leaves spawned workers running)
+    exits instead of training on beside a re-run."""
+    global _EVENTS, _DEVICE
     import torch
 
     torch.set_num_threads(threads)
     _EVENTS = events
+    _DEVICE = devices.get()
     watch_parent(parent)
 
 
@@ -345,6 +349,8 @@ def _train_in_worker(
     (the queue is FIFO per process, so once the parent sees the marker it has every epoch of the fold)."""
     events = _EVENTS
     events.put(("start", name))
+    if _DEVICE is not None and params.device != _DEVICE:
+        params = params.model_copy(update={"device": _DEVICE})
     try:
         return train(name, data_yaml, runs_dir, params, prof, log=lambda *event: events.put(("epoch", *event)))
     finally:
@@ -358,14 +364,18 @@ def _train_folds_in_processes(
     prof: TrainProfile,
     hooks: TrainHooks,
 ) -> list[FoldResult]:
-    """Train folds `params.parallel_folds` at a time in spawned processes (ultralytics keeps global state, so
-    threads would share it); each fold keeps its own resume checkpoint. Events are relayed to `hooks` here, in the
-    parent, while the folds train."""
-    workers = min(params.parallel_folds, len(views))
+    """Train folds `fold_concurrency(params)` at a time in spawned processes (ultralytics keeps global state, so
+    threads would share it), each worker on its own device group; each fold keeps its own resume checkpoint. Events
+    are relayed to `hooks` here, in the parent, while the folds train."""
+    workers = min(fold_concurrency(params), len(views))
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: torch and the tracking clients in the parent hold threads and locks a fork would copy
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
+    devices = context.Queue()
+    groups = params.device_groups()
+    for slot in range(workers):
+        devices.put(groups[slot % len(groups)])
     ended: set[str] = set()
 
     def relay(block_until: str | None = None) -> None:
@@ -388,7 +398,7 @@ def _train_folds_in_processes(
 
     done: dict[str, FoldResult] = {}
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(events, threads, os.getpid())
+        workers, mp_context=context, initializer=_init_worker, initargs=(events, threads, os.getpid(), devices)
     ) as pool:
         # `train_one` travels by name, so a worker runs the function the parent holds (tests substitute a fake)
         futures: dict[Future[FoldResult], str] = {
@@ -405,7 +415,64 @@ def _train_folds_in_processes(
                 done[result.name] = result
                 hooks.on_fold_end(result)
     events.close()
+    devices.close()
     return [done[name] for name in views]
+
+
+def fold_concurrency(params: TrainParams) -> int:
+    """Folds trained side by side: one per GPU group when `gpus_per_fold` splits the GPUs, else `parallel_folds`."""
+    return len(params.device_groups()) if params.gpus_per_fold is not None and params.gpu_ids else params.parallel_folds
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold as a Dask task: everything a worker needs, picklable (`train` travels by name)."""
+
+    name: str
+    data_yaml: Path
+    runs_dir: Path
+    params: TrainParams
+    prof: TrainProfile
+    train: Callable[..., FoldResult]
+    state_dir: Path
+
+
+def _train_fold_job(job: FoldJob) -> FoldResult:
+    from pipelines import runtime
+
+    runtime.configure_ultralytics(job.state_dir)  # a worker on another machine starts with ultralytics' defaults
+    return job.train(job.name, job.data_yaml, job.runs_dir, job.params, job.prof)
+
+
+def _train_folds_on_dask(
+    views: dict[str, Path],
+    runs_dir: Path,
+    params: TrainParams,
+    prof: TrainProfile,
+    hooks: TrainHooks,
+    execution: ExecutionParams,
+    state_dir: Path,
+) -> list[FoldResult]:
+    """Train the folds as Prefect task runs on Dask (`execution.engine: dask`), fold i on device group i mod the
+    groups. Workers write to `runs_dir`, so a real cluster needs it on a shared file system. Epochs cannot stream
+    back from a task: each fold's epoch history is replayed to `hooks` from its `results.csv` when it is done."""
+    from pipelines.execution import dask_map
+
+    groups = params.device_groups()
+    jobs = []
+    for i, (name, data_yaml) in enumerate(views.items()):
+        fold_params = params.model_copy(update={"device": groups[i % len(groups)]})
+        jobs.append(FoldJob(name, data_yaml, runs_dir, fold_params, prof, train_one, state_dir))
+    for name in views:
+        hooks.on_fold_start(name)
+    # one fold per chunk: a fold is hours on a GPU, and chunks of several would serialise folds on one worker
+    one_each = execution.model_copy(update={"chunks_per_worker": max(len(jobs), 1)})
+    results = dask_map(_train_fold_job, jobs, one_each, name="train-folds")
+    for result in results:
+        for epoch, metrics in epoch_history(result.run_dir):
+            hooks.on_epoch_end(result.name, epoch, metrics)
+        hooks.on_fold_end(result)
+    return results
 
 
 def cv_summary(folds: list[FoldResult]) -> dict[str, float]:
@@ -436,6 +503,8 @@ def train_cross_validated(
     hooks: Sequence[TrainHooks] = (),
     *,
     reference_level: str,
+    execution: ExecutionParams | None = None,
+    state_dir: Path | None = None,
 ) -> TrainSummary:
     """Train one model per fold (validated on that fold), then the final model; copy it to `final_weights`.
 
@@ -449,6 +518,8 @@ def train_cross_validated(
         final_weights: where the final model's weights go (e.g. `models/final.pt`).
         hooks: plug-ins told of every event (see `TrainHooks`).
         reference_level: whose boxes are the training labels (`readers.reference_level`).
+        execution: where the folds train (`execution:`); None or `local`: here, in worker processes when parallel.
+        state_dir: the project's state, from which a Dask worker sets ultralytics up (default: `work_dir`'s parent).
     """
     events = _Dispatch(hooks)
     prof = params.profile(profile)
@@ -460,16 +531,21 @@ def train_cross_validated(
     for fold in chosen:
         parts = {"train": cv.loc[cv["fold"] != fold, "image_id"], "val": cv.loc[cv["fold"] == fold, "image_id"]}
         views[f"fold{fold}"] = build_view(work_dir / f"fold{fold}", ingested_dir, images, reference, parts)
-    parallel = params.parallel_folds > 1 and len(views) > 1
+    on_dask = execution is not None and execution.engine == "dask" and len(views) > 1
+    parallel = on_dask or (fold_concurrency(params) > 1 and len(views) > 1)
     models = (*views, *([FINAL_ALL] if params.final_model == "all_development" else []))
     dev_images = images[images["image_id"].isin(set(cv["image_id"]))]
     synthetic = bool("is_synthetic" in images and dev_images["is_synthetic"].any())
     plan = TrainPlan(
-        models, prof.epochs, min(params.parallel_folds, len(views)) if parallel else 1, len(dev_images), synthetic
+        models, prof.epochs, min(fold_concurrency(params), len(views)) if parallel else 1, len(dev_images), synthetic
     )
     events.on_train_start(plan)
     try:
-        if parallel:
+        if on_dask:
+            assert execution is not None
+            state = state_dir or work_dir.parent
+            results = _train_folds_on_dask(views, runs_dir, params, prof, events, execution, state)
+        elif parallel:
             results = _train_folds_in_processes(views, runs_dir, params, prof, events)
         else:
             results = []

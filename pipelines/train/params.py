@@ -23,7 +23,10 @@ class TrainParams(StrictModel):
 
     model: str = "yolo11n.yaml"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, mps, or CUDA ids "0" / "0,1,2,3" (ultralytics' own device string)
+    # None: each fold trains on every listed GPU (ultralytics' DDP), one fold after another. k: folds train side by
+    # side, each on its own k GPUs of the list ("0,1,2,3" with 1: four folds at once). See `device_groups`.
+    gpus_per_fold: int | None = Field(None, ge=1)
     workers: int = Field(0, ge=0)
     patience: int = Field(100, ge=1)
     optimizer: str = "auto"
@@ -38,6 +41,23 @@ class TrainParams(StrictModel):
             "paper": TrainProfile(imgsz=640, epochs=150, batch=16),
         }
     )
+
+    @property
+    def gpu_ids(self) -> list[str]:
+        """The CUDA ids in `device` ([] for cpu or mps)."""
+        ids = [part.strip() for part in self.device.split(",") if part.strip()]
+        return ids if ids and all(part.isdigit() for part in ids) else []
+
+    def device_groups(self) -> list[str]:
+        """The device strings folds train on side by side: `device` itself, unless `gpus_per_fold` splits the listed
+        GPUs into groups of that many (a remainder that makes no whole group is left idle)."""
+        ids = self.gpu_ids
+        if self.gpus_per_fold is None or not ids:
+            return [self.device]
+        k = self.gpus_per_fold
+        if k > len(ids):
+            raise ValueError(f"train.gpus_per_fold is {k} but train.device lists {len(ids)} GPU(s): {self.device!r}")
+        return [",".join(ids[start : start + k]) for start in range(0, len(ids) - k + 1, k)]
 
     def profile(self, name: str) -> TrainProfile:
         """The sizes for a profile, with a clear error listing the known ones."""

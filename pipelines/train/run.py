@@ -100,6 +100,8 @@ def run_train(params: Params, *, hooks: Sequence[TrainHooks] = (), progress: Pro
         paths.final_weights,
         hooks=plugins,
         reference_level=params.readers.reference_level,
+        execution=params.execution,
+        state_dir=paths.state_dir,
     )
     # For registration's data-contract gate: validate records the fingerprint of the data it checked.
     write_json(paths.summary_file(STAGE), {**summary.report(), "data_fingerprint": trained_on})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -195,3 +198,78 @@ def test_progress_counts_a_reused_model_as_done() -> None:
     assert updates[-1].detail == "fold1 epoch 4/10 mAP50 0.500"
     hooks.on_fold_end(FoldResult("fold1", Path("w"), Path("r"), 7, {"map50": 0.88}, resumed=True))  # stopped early
     assert updates[-1].done == updates[-1].total == 20 and updates[-1].event == "fold1 done: mAP50 0.880 (7 epochs)"
+
+
+def test_device_groups_split_the_listed_gpus_by_gpus_per_fold() -> None:
+    from pipelines.train.params import TrainParams
+
+    assert TrainParams().device_groups() == ["cpu"]
+    assert TrainParams(device="0,1,2,3").device_groups() == ["0,1,2,3"]  # each fold on all four (ultralytics DDP)
+    assert TrainParams(device="0,1,2,3", gpus_per_fold=1).device_groups() == ["0", "1", "2", "3"]
+    assert TrainParams(device="0, 1, 2", gpus_per_fold=2).device_groups() == ["0,1"]  # GPU 2 makes no whole group
+    assert TrainParams(device="cpu", gpus_per_fold=2).device_groups() == ["cpu"]
+    assert core.fold_concurrency(TrainParams(device="0,1,2,3", gpus_per_fold=2, parallel_folds=1)) == 2
+    assert core.fold_concurrency(TrainParams(device="cpu", gpus_per_fold=2, parallel_folds=3)) == 3
+    with pytest.raises(ValueError, match=r"gpus_per_fold is 3 but train\.device lists 2 GPU"):
+        TrainParams(device="0,1", gpus_per_fold=3).device_groups()
+
+
+def fake_train_on_device(name, data_yaml, runs_dir, params, prof, log=None) -> FoldResult:
+    """`fake_train_one`, and a note of the device it was given and the process that trained it; an epoch history
+    as ultralytics writes it (`results.csv`)."""
+    result = fake_train_one(name, data_yaml, runs_dir, params, prof, log)
+    (result.run_dir / "device.json").write_text(json.dumps({"device": params.device, "pid": os.getpid()}))
+    history = pd.DataFrame({"epoch": range(1, prof.epochs + 1), "metrics/mAP50(B)": [0.1 * e for e in range(1, 3)]})
+    history.to_csv(result.run_dir / "results.csv", index=False)
+    return result
+
+
+def slow_fake_train_on_device(*args, **kwargs) -> FoldResult:
+    time.sleep(1.5)  # a fold takes a while: the second worker (seconds to spawn) gets work too
+    return fake_train_on_device(*args, **kwargs)
+
+
+def _devices(project) -> dict[str, dict]:
+    runs = project.paths.models_dir / "runs"
+    return {f"fold{i}": json.loads((runs / f"fold{i}" / "device.json").read_text()) for i in range(FOLDS)}
+
+
+@pytest.mark.slow  # two spawned processes that import torch: ~10 s
+def test_each_fold_worker_trains_on_its_own_gpu_group(project, monkeypatch) -> None:
+    """`device: "0,1"` with one GPU per fold: two workers, each holding one GPU for its life, so two folds never
+    share a GPU (ultralytics is given the group; no GPU is needed to check who gets which)."""
+    monkeypatch.setattr(core, "train_one", slow_fake_train_on_device)
+    train = project.train.model_copy(update={"device": "0,1", "gpus_per_fold": 1, "parallel_folds": 1})
+    recorder = Recorder()
+    run_train(project.model_copy(update={"train": train}), hooks=[recorder])
+    assert recorder.events[0][0] == "start"
+    used = _devices(project)
+    assert {u["device"] for u in used.values()} == {"0", "1"}
+    by_worker: dict[int, set[str]] = {}
+    for u in used.values():
+        by_worker.setdefault(u["pid"], set()).add(u["device"])
+    assert len(by_worker) == 2 and all(len(devices) == 1 for devices in by_worker.values())
+
+
+@pytest.mark.slow  # a 2-worker Dask LocalCluster and a Prefect test server: ~25 s
+def test_folds_on_dask_give_the_local_result_and_replay_each_fold_s_epochs(project, monkeypatch) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from pipelines.settings import ExecutionParams
+
+    monkeypatch.setattr(core, "train_one", fake_train_on_device)
+    local = run_train(project)
+    local_report = json.loads(project.paths.summary_file("train").read_text())
+    shutil.rmtree(project.paths.models_dir)
+    on_dask = project.model_copy(update={"execution": ExecutionParams(engine="dask", n_workers=2)})
+    recorder = Recorder()
+    with prefect_test_harness(server_startup_timeout=120):
+        summary = run_train(on_dask, hooks=[recorder])
+    assert json.loads(project.paths.summary_file("train").read_text()) == local_report
+    assert [f.name for f in summary.folds] == [f.name for f in local.folds] == ["fold0", "fold1", "fold2"]
+    assert project.paths.final_weights.read_bytes() == b"fold1"
+    assert os.getpid() not in {u["pid"] for u in _devices(project).values()}  # trained on the cluster's workers
+    for name in ("fold0", "fold1", "fold2"):
+        mine = [e for e in recorder.events if e[0] in ("fold_start", "epoch", "fold_end") and e[1] == name]
+        assert mine[0] == ("fold_start", name) and mine[-1] == ("fold_end", name)
+        assert [e[2] for e in mine if e[0] == "epoch"] == [1, 2]  # replayed from results.csv
