@@ -10,13 +10,18 @@ The same pass keeps each image's boxes in `STORE/predictions.parquet` (image and
 derives them, so expert reads that arrive later join on them: `monitoring.prospective`). A `challenger` model, when
 given, reads the same images in shadow: its boxes go to that table only, under role `challenger`, never to the
 output folder a clinician reads.
+
+A folder's new studies fan out on the configured engine (`execution:`): on Dask each shard's worker fills its own
+copy of the `FeatureCollector` and this process writes the store, in the studies' order, as a local run does.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
@@ -27,7 +32,7 @@ from pipelines.predict.features import acquisition_metadata, detected_study_row
 from pipelines.predict.inputs import StudyInput, group_by_study, read_studies
 from pipelines.predict.model import ModelRef, resolve_model
 from pipelines.predict.pacs_run import predict_from_pacs
-from pipelines.predict.run import Predictor, RunOptions, predict_studies
+from pipelines.predict.run import Predictor, RunOptions, predict_on_dask, predict_studies
 from pipelines.progress import ProgressFn
 
 if TYPE_CHECKING:
@@ -70,6 +75,91 @@ def box_rows(
     ]
 
 
+class FeatureCollector:
+    """The predictor's observer: each new study's feature row, its boxes and images, from the forward pass that
+    predicted it (no second forward), and the challenger's boxes on the same images. Picklable (the challenger's
+    detector is rebuilt by `bind`), so a Dask worker fills its own copy and sends it back (`absorb`)."""
+
+    def __init__(
+        self,
+        params: Params,
+        model: ModelRef,
+        pseudo: deid.Pseudonymizer,
+        known: set[str],
+        challenger: ModelRef | None = None,
+    ) -> None:
+        self.pseudo, self.known = pseudo, known
+        self.names, self.model_name = model.class_names, f"{model.name}/{model.version}"
+        self.band = params.predict.uncertainty_band
+        self.site_tag, self.site_map = params.ingest.site_tag, params.ingest.site_map
+        self.challenger = challenger
+        self.shadow_name = f"{challenger.name}/{challenger.version}" if challenger is not None else ""
+        self.conf, self.iou = params.predict.conf, params.predict.iou  # the challenger's too (conf: its own if None)
+        self.layers: list[int] = []
+        self.rows: list[dict[str, Any]] = []
+        self.predictions: list[dict[str, Any]] = []
+        self.images_read: list[dict[str, Any]] = []
+        self._shadow: Detector | None = None
+
+    def bind(self, predictor: Predictor) -> None:
+        """Take the embedding's layers from the predictor that runs, and load the challenger beside it."""
+        self.layers = predictor.detector.head.f
+        if self.challenger is not None and self._shadow is None:
+            c = self.challenger
+            self._shadow = Detector(
+                c.weights, imgsz=c.imgsz, conf=c.conf if self.conf is None else self.conf, iou=self.iou
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_shadow": None}  # a loaded model does not travel; the worker's `bind` loads it
+
+    def __call__(self, study: StudyInput, boxes: list[Boxes], states: list[ForwardState]) -> None:
+        pseudo = self.pseudo
+        if not study.images or pseudo.study(study.study_uid) in self.known:
+            return
+        assert self.layers, "bind the collector to the predictor that runs"  # else an empty embedding, silently
+        header = study.images[0].dataset
+        institution = str(header.get(self.site_tag, "") or "").strip()
+        site = self.site_map.get(institution) or (pseudo.site(institution) if institution else "unknown")
+        meta = acquisition_metadata(header, site)
+        pixels = [im.pixels for im in study.images]
+        row = detected_study_row(
+            pseudo.study(study.study_uid), meta, pixels, boxes, states, self.names, self.band, self.layers
+        )
+        row.update(monitored_at=time.time(), model=self.model_name)
+        self.rows.append(row)
+        self.known.add(row["study_key"])
+        patient = pseudo.patient(str(header.get("PatientID", "") or ""), str(header.get("IssuerOfPatientID", "") or ""))
+        keys = {"patient_key": patient, "study_key": row["study_key"], "site": site}
+        image_ids = [pseudo.image(im.sop_instance_uid) for im in study.images]
+        self.images_read.extend({**keys, "image_id": i, "challenger": self.shadow_name} for i in image_ids)
+        for image_id, b in zip(image_ids, boxes, strict=True):
+            self.predictions.extend(
+                box_rows(b, self.names, image_id=image_id, keys=keys, role=CHAMPION, model=row["model"])
+            )
+        if self._shadow is not None:  # the challenger's boxes stay here, never in the clinician's output folder
+            assert self.challenger is not None
+            for image_id, b in zip(image_ids, self._shadow.detect(pixels)[0], strict=True):
+                self.predictions.extend(
+                    box_rows(
+                        b,
+                        self.challenger.class_names,
+                        image_id=image_id,
+                        keys=keys,
+                        role=CHALLENGER,
+                        model=self.shadow_name,
+                    )
+                )
+
+    def absorb(self, others: Iterable[FeatureCollector]) -> None:
+        """Add what other copies collected (the Dask shards, in their studies' order)."""
+        for other in others:
+            self.rows += other.rows
+            self.predictions += other.predictions
+            self.images_read += other.images_read
+            self.known |= other.known
+
+
 def collect_features(
     params: Params,
     source: Path | None = None,
@@ -83,7 +173,8 @@ def collect_features(
 ) -> dict[str, Any]:
     """Quick-read the studies of `source` (a folder) or of a DICOMweb PACS not yet in the store, and keep their
     feature rows and boxes; returns counts. The model defaults to `predict.model_uri` (the reading room's champion);
-    `challenger` reads the same images in shadow."""
+    `challenger` reads the same images in shadow. A folder's studies fan out on the configured engine
+    (`execution:`); a PACS is read in this process, study by study."""
     if (source is None) == (pacs_url is None):
         raise ValueError("give exactly one of a source path and a PACS URL")
     model = model or resolve_model(params.predict.model_uri, params)
@@ -91,70 +182,45 @@ def collect_features(
     pseudo = deid.Pseudonymizer(key)
     kept = read_store(store)
     known = set(kept["study_key"]) if "study_key" in kept else set()
-    rows: list[dict[str, Any]] = []
-    predictions: list[dict[str, Any]] = []
-    images_read: list[dict[str, Any]] = []
-    band = params.predict.uncertainty_band
-    names = model.class_names
-    site_tag, site_map = params.ingest.site_tag, params.ingest.site_map
-
-    def observe(study: StudyInput, boxes: list[Boxes], states: list[ForwardState]) -> None:
-        if not study.images or pseudo.study(study.study_uid) in known:
-            return
-        header = study.images[0].dataset
-        institution = str(header.get(site_tag, "") or "").strip()
-        site = site_map.get(institution) or (pseudo.site(institution) if institution else "unknown")
-        meta = acquisition_metadata(header, site)
-        pixels = [im.pixels for im in study.images]
-        layers = predictor.detector.head.f
-        row = detected_study_row(pseudo.study(study.study_uid), meta, pixels, boxes, states, names, band, layers)
-        row.update(monitored_at=time.time(), model=f"{model.name}/{model.version}")
-        rows.append(row)
-        known.add(row["study_key"])
-        patient = pseudo.patient(str(header.get("PatientID", "") or ""), str(header.get("IssuerOfPatientID", "") or ""))
-        keys = {"patient_key": patient, "study_key": row["study_key"], "site": site}
-        image_ids = [pseudo.image(im.sop_instance_uid) for im in study.images]
-        images_read.extend({**keys, "image_id": i, "challenger": shadow_name} for i in image_ids)
-        for image_id, b in zip(image_ids, boxes, strict=True):
-            predictions.extend(box_rows(b, names, image_id=image_id, keys=keys, role=CHAMPION, model=row["model"]))
-        if shadow is not None:  # the challenger's boxes stay here, never in the clinician's output folder
-            for image_id, b in zip(image_ids, shadow.detect(pixels)[0], strict=True):
-                predictions.extend(
-                    box_rows(
-                        b, challenger.class_names, image_id=image_id, keys=keys, role=CHALLENGER, model=shadow_name
-                    )
-                )
-
-    options = RunOptions("quick", out_dir, dicom_results=False, observer=observe)
-    predictor = Predictor(model, params, options)
-    shadow, shadow_name = None, ""
-    if challenger is not None:
-        conf = params.predict.conf if params.predict.conf is not None else challenger.conf
-        shadow = Detector(challenger.weights, imgsz=challenger.imgsz, conf=conf, iou=params.predict.iou)
-        shadow_name = f"{challenger.name}/{challenger.version}"
+    collector = FeatureCollector(params, model, pseudo, known, challenger)
+    options = RunOptions("quick", out_dir, dicom_results=False)
     skipped = 0
-    try:
-        if pacs_url is not None:  # the PACS run keeps which studies this model version read (OUT/pacs_processed.json)
-            _, counts = predict_from_pacs(pacs_url, predictor, model.clip_percentiles, progress=progress)
-        else:
-            assert source is not None
-            groups = group_by_study(source)
-            new = {uid: paths for uid, paths in groups.items() if uid and pseudo.study(uid) not in known}
-            skipped = len(groups) - len(new)
-            studies = read_studies(source, new, predictor.checks, model.clip_percentiles)
-            _, counts = predict_studies(studies, predictor, total=len(new), progress=progress)
-    finally:
-        predictor.close()
+    if source is not None and params.execution.engine == "dask":
+        new, skipped = _new_studies(source, pseudo, known)
+        shipped = FeatureCollector(params, model, pseudo, set(), challenger)  # the studies are new: no store to ship
+        _, counts, shards = predict_on_dask(params, model, options, source, new, observer=shipped, progress=progress)
+        collector.absorb(cast(list[FeatureCollector], shards))  # the copies of `shipped`, back from the shards
+    else:
+        predictor = Predictor(model, params, replace(options, observer=collector))
+        collector.bind(predictor)
+        try:
+            if pacs_url is not None:  # it keeps which studies this model version read (OUT/pacs_processed.json)
+                _, counts = predict_from_pacs(pacs_url, predictor, model.clip_percentiles, progress=progress)
+            else:
+                assert source is not None
+                new, skipped = _new_studies(source, pseudo, known)
+                studies = read_studies(source, new, predictor.checks, model.clip_percentiles)
+                _, counts = predict_studies(studies, predictor, total=len(new), progress=progress)
+        finally:
+            predictor.close()
+    rows, predictions, images_read = collector.rows, collector.predictions, collector.images_read
     if rows:
         # Boxes and images first, features last: a run cut short between the writes reads those studies again (the
         # features decide what is known), and their earlier box rows are replaced, not doubled.
         fresh = {r["study_key"] for r in rows}
-        for table, new in ((PREDICTIONS_FILE, pd.DataFrame(predictions, columns=PREDICTION_COLUMNS)),
-                           (IMAGES_FILE, pd.DataFrame(images_read))):  # fmt: skip
+        for table, new_rows in ((PREDICTIONS_FILE, pd.DataFrame(predictions, columns=PREDICTION_COLUMNS)),
+                                (IMAGES_FILE, pd.DataFrame(images_read))):  # fmt: skip
             old = read_store(store, table)
             old = old[~old["study_key"].isin(fresh)] if len(old) else old
-            write_parquet_atomic(pd.concat([old, new], ignore_index=True), store / table)
+            write_parquet_atomic(pd.concat([old, new_rows], ignore_index=True), store / table)
         write_parquet_atomic(pd.concat([kept, pd.DataFrame(rows)], ignore_index=True), store / FEATURES_FILE)
     kept_now = len(kept) + len(rows)
-    return {**counts, "new_rows": len(rows), "already_kept": skipped, "studies_kept": kept_now, "shadow": shadow_name,
-            "store": str(store)}  # fmt: skip
+    return {**counts, "new_rows": len(rows), "already_kept": skipped, "studies_kept": kept_now,
+            "shadow": collector.shadow_name, "store": str(store)}  # fmt: skip
+
+
+def _new_studies(source: Path, pseudo: deid.Pseudonymizer, known: set[str]) -> tuple[dict[str, list[Path]], int]:
+    """The folder's studies not in the store yet (files naming no study have no row to keep), and how many were."""
+    groups = group_by_study(source)
+    new = {uid: paths for uid, paths in groups.items() if uid and pseudo.study(uid) not in known}
+    return new, len(groups) - len(new)

@@ -67,13 +67,20 @@ def workers_of(execution: ExecutionParams) -> int:
 
 
 def dask_map(
-    work: Callable[[Item], Result], items: Sequence[Item], execution: ExecutionParams, *, name: str
+    work: Callable[[Item], Result],
+    items: Sequence[Item],
+    execution: ExecutionParams,
+    *,
+    name: str,
+    on_chunk: Callable[[list[Result]], None] | None = None,
 ) -> list[Result]:
     """`[work(item) for item in items]` as Prefect task runs on Dask, in input order.
 
-    A sub-flow of whatever flow calls it (the stage's own), so the Prefect UI shows the fan-out and each chunk."""
+    A sub-flow of whatever flow calls it (the stage's own), so the Prefect UI shows the fan-out and each chunk.
+    `on_chunk` is called here, in this process, with each chunk's results as it finishes (progress)."""
     from prefect import flow, task, unmapped
     from prefect.cache_policies import NO_CACHE
+    from prefect.futures import as_completed
 
     chunks = chunked(items, workers_of(execution) * execution.chunks_per_worker)
     run_chunk = task(_run_chunk, name=f"{name}-chunk", cache_policy=NO_CACHE, persist_result=False)
@@ -84,6 +91,9 @@ def dask_map(
     def fan_out() -> list[list[Any]]:
         quieten_dask()  # here: the runner has just started the cluster (and its loggers)
         futures = run_chunk.map(unmapped(work), chunks)
+        if on_chunk is not None:
+            for future in as_completed(list(futures)):
+                on_chunk(future.result())
         return [future.result() for future in futures]
 
     return [result for chunk in fan_out() for result in chunk]

@@ -20,15 +20,16 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
 from pydicom.uid import generate_uid
 
 from pipelines.contracts import SYNTHETIC_MARKER
+from pipelines.execution import chunked, dask_map, workers_of
 from pipelines.ingest.files import ImageChecks
 from pipelines.io import write_atomic, write_json
 from pipelines.predict import cam
@@ -60,6 +61,15 @@ SUMMARY_COLUMNS = (
 # Called with each study, its kept boxes and the forward state of each image, after the study's results are written:
 # how monitoring takes its features from the forward pass that predicted (no second forward).
 StudyObserver = Callable[[StudyInput, list[Boxes], list[ForwardState]], None]
+
+
+class ShardObserver(Protocol):
+    """A `StudyObserver` that can go to a Dask worker and come back (monitoring's feature collector): the worker
+    binds its copy to the predictor it builds, and the copy returns with what it observed."""
+
+    def __call__(self, study: StudyInput, boxes: list[Boxes], states: list[ForwardState]) -> None: ...
+
+    def bind(self, predictor: Predictor) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -438,8 +448,13 @@ def predict_studies(
             detail = f"{n_images} images, {rate:.1f} images/s, {n_explained} explained, {n_failed} with problems"
             progress(Progress(STAGE, done, total, "study", detail=detail))
     predictor.wait()  # DICOM results still being written in workers
-    seconds = time.perf_counter() - started
-    counts = {
+    return rows, _run_counts(rows, n_images, n_explained, n_failed, synthetic, time.perf_counter() - started)
+
+
+def _run_counts(
+    rows: list[dict[str, Any]], n_images: int, n_explained: int, n_failed: int, synthetic: bool, seconds: float
+) -> dict[str, Any]:
+    return {
         "studies": len(rows),
         "images": n_images,
         "explained": n_explained,
@@ -449,7 +464,101 @@ def predict_studies(
         "images_per_second": round(n_images / seconds, 2) if seconds > 0 else None,
         "synthetic_note": "SYNTHETIC phantom studies" if synthetic else None,
     }
-    return rows, counts
+
+
+@dataclass(frozen=True)
+class StudyShard:
+    """One Dask task's studies of a folder, with what another process needs to predict them: picklable (the run's
+    options without callables, the model by its local files, the observer a `ShardObserver`)."""
+
+    params: Params
+    model: ModelRef
+    mode: str
+    out_dir: Path
+    dicom_results: bool
+    source: Path
+    groups: dict[str, list[Path]]
+    observer: ShardObserver | None = None
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """A shard's summary rows (in its studies' order), its counts, and its observer with what it observed."""
+
+    rows: list[dict[str, Any]]
+    counts: dict[str, Any]
+    observer: ShardObserver | None
+
+
+def predict_shard(shard: StudyShard) -> ShardResult:
+    """Predict one shard's studies as the local run does (same reader, predictor and study folders); on a worker."""
+    # No DICOM result pool: the Dask workers are the parallelism, and a worker process is daemonic (no children).
+    predict = shard.params.predict.model_copy(update={"dicom_workers": 0})
+    params = shard.params.model_copy(update={"predict": predict})
+    options = RunOptions(shard.mode, shard.out_dir, shard.dicom_results, shard.observer)
+    predictor = Predictor(shard.model, params, options)
+    if shard.observer is not None:
+        shard.observer.bind(predictor)
+    try:
+        studies = read_studies(shard.source, shard.groups, predictor.checks, shard.model.clip_percentiles)
+        rows, counts = predict_studies(studies, predictor, total=len(shard.groups))
+    finally:
+        predictor.close()
+    return ShardResult(rows, counts, shard.observer)
+
+
+def predict_on_dask(
+    params: Params,
+    model: ModelRef,
+    options: RunOptions,
+    source: Path,
+    groups: dict[str, list[Path]],
+    *,
+    observer: ShardObserver | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[ShardObserver]]:
+    """`read_studies` and `predict_studies` over a folder's `groups` on Dask (`params.execution`): the studies in
+    shards (`execution.chunks_per_worker` per worker), one Predictor per shard, each writing its studies' folders
+    as the local run does. Returns the summary rows in `groups`' order, the run's counts and each shard's copy of
+    `observer` (in shard order). Paths go out absolute: the workers of a real cluster need them at the same place.
+    Paths and UIDs travel as task inputs, which Prefect does not store (only the chunk task runs and their states).
+    """
+    started = time.perf_counter()
+    execution = params.execution
+    shipped = replace(model, weights=model.weights.absolute())
+    out_dir, root = options.out_dir.absolute(), source.absolute()
+    items = [(uid, [p.absolute() for p in paths]) for uid, paths in groups.items()]
+    shards = [
+        StudyShard(params, shipped, options.mode, out_dir, options.dicom_results, root, dict(chunk), observer)
+        for chunk in chunked(items, workers_of(execution) * execution.chunks_per_worker)
+    ]
+    done = {"studies": 0, "images": 0, "explained": 0, "failed": 0}
+
+    def finished(results: list[ShardResult]) -> None:  # per shard, as it finishes: the progress of the run
+        for result in results:
+            for key in done:
+                done[key] += result.counts[key]
+        assert progress is not None
+        images, explained, failed = done["images"], done["explained"], done["failed"]
+        rate = images / max(time.perf_counter() - started, 1e-9)
+        detail = f"{images} images, {rate:.1f} images/s, {explained} explained, {failed} with problems"
+        progress(Progress(STAGE, done["studies"], len(groups), "study", detail=detail))
+
+    results = (
+        dask_map(predict_shard, shards, execution, name="predict-studies", on_chunk=finished if progress else None)
+        if shards
+        else []
+    )
+    rows = [row for result in results for row in result.rows]
+    counts = _run_counts(
+        rows,
+        sum(r.counts["images"] for r in results),
+        sum(r.counts["explained"] for r in results),
+        sum(r.counts["failed"] for r in results),
+        any(r.counts["synthetic_note"] for r in results),
+        time.perf_counter() - started,
+    )
+    return rows, counts, [r.observer for r in results if r.observer is not None]
 
 
 def run_predict(
@@ -465,6 +574,8 @@ def run_predict(
     """Predict on a DICOM file, study folder or tree (`source`), or on new studies of a DICOMweb PACS (`pacs_url`).
 
     Returns summary.json's content; its `failed` counts studies with a problem (a failed file, no selected image).
+    A folder's studies fan out on the configured engine (`execution:`, `predict_on_dask` for `dask`); a PACS is
+    read in this process, study by study (its fetch, store-back and record of what was read are sequential).
 
     Raises:
         ModelError: the model cannot be found or read.
@@ -479,12 +590,16 @@ def run_predict(
         raise ValueError("give exactly one of a source path and a PACS URL")
     out_dir = out_dir or params.paths.reports_dir / STAGE
     model = resolve_model(model_uri or settings.model_uri, params)
-    predictor = Predictor(model, params, RunOptions(mode, out_dir, settings.dicom_results))
-    clip = model.clip_percentiles
-    try:
-        rows, counts = _predict_all(predictor, source, pacs_url, clip, progress)
-    finally:
-        predictor.close()
+    options = RunOptions(mode, out_dir, settings.dicom_results)
+    if source is not None and params.execution.engine == "dask":
+        rows, counts, _ = predict_on_dask(params, model, options, source, group_by_study(source), progress=progress)
+    else:
+        predictor = Predictor(model, params, options)
+        clip = model.clip_percentiles
+        try:
+            rows, counts = _predict_all(predictor, source, pacs_url, clip, progress)
+        finally:
+            predictor.close()
     run = {
         "stage": STAGE,
         "mode": mode,
