@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pipelines.settings import ExecutionParams
@@ -45,7 +47,7 @@ def quieten_dask() -> None:
 
 def dask_task_runner(execution: ExecutionParams) -> Any:
     """prefect-dask's runner for `execution`: the scheduler at `address`, else a LocalCluster of worker processes
-    (no dashboard: it would open a port nobody asked for)."""
+    on loopback."""
     from prefect_dask import DaskTaskRunner
 
     if execution.address:
@@ -56,7 +58,9 @@ def dask_task_runner(execution: ExecutionParams) -> Any:
             "n_workers": execution.n_workers,
             "threads_per_worker": execution.threads_per_worker,
             "processes": True,  # ultralytics and torch keep process-wide state: one process per worker
-            "dashboard_address": None,
+            # The scheduler serves HTTP (health, metrics) even with the dashboard off; on a free loopback port, so two
+            # runs side by side never fight over distributed's default 8787.
+            "dashboard_address": "127.0.0.1:0",
         },
     )
 
@@ -96,7 +100,33 @@ def dask_map(
                 on_chunk(future.result())
         return [future.result() for future in futures]
 
-    return [result for chunk in fan_out() for result in chunk]
+    with _prefect_api_for_local_workers(execution):
+        results = fan_out()
+    return [result for chunk in results for result in chunk]
+
+
+@contextmanager
+def _prefect_api_for_local_workers(execution: ExecutionParams) -> Iterator[None]:
+    """A LocalCluster's workers inherit this process's environment when they start. Give them this process's
+    Prefect API: a temporary server's address is in no variable, and without it each worker would start a server of
+    its own and record its task runs there, out of the stage flow's sight. (A real cluster's workers are pointed at
+    the Prefect server by whoever starts them.)"""
+    if execution.address:
+        yield
+        return
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url).rstrip("/")
+    saved = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
 
 
 def fan_out(
