@@ -66,8 +66,8 @@ def _without(mapping: dict[str, Any], keys: set[str]) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if k not in keys}
 
 
-def _fan_outs() -> int:
-    """Completed runs of the studies' fan-out flow on Dask so far (proof the Dask path ran, not the local one)."""
+def _fan_outs(flow_name: str = "predict-studies-on-dask") -> int:
+    """Completed runs of a fan-out flow on Dask so far (proof the Dask path ran, not the local one)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -80,7 +80,7 @@ def _fan_outs() -> int:
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["predict-studies-on-dask"])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
             ),
@@ -188,3 +188,30 @@ def test_monitoring_features_from_a_folder_on_dask_equal_the_local_run(
 
 
 # (Room for the ingestion and cross-validation folds comparisons on the same LocalCluster settings.)
+
+
+def test_ingestion_on_dask_equals_the_local_run(project: Params, tmp_path: Path, harness: None) -> None:
+    """The ci project's whole SYNTHETIC cohort (both sites, with annotations) ingested twice, each with its own
+    journal: the tables, PNGs and YOLO labels are the same bytes whichever engine processed the files."""
+    from pipelines.contracts import ANNOTATIONS_TABLE, IMAGES_TABLE, MANIFEST_TABLE
+    from pipelines.ingest.core import run_ingest
+
+    cohort = Path("data") / "synth"
+    before = _fan_outs("ingest-files-on-dask")
+    outputs = {}
+    for engine in ("local", "dask"):
+        paths = project.paths.model_copy(update={"state_dir": tmp_path / f"state-{engine}"})
+        params = _on(project, engine).model_copy(update={"paths": paths})
+        summary = run_ingest(params, cohort / "dicom", tmp_path / engine, cohort / "annotations.csv")
+        outputs[engine] = (tmp_path / engine, summary)
+    (local, local_summary), (dask, dask_summary) = outputs["local"], outputs["dask"]
+    assert _fan_outs("ingest-files-on-dask") == before + 1
+    assert local_summary.counts() == dask_summary.counts() and local_summary.counts()["ok"] > 0
+    for table in (IMAGES_TABLE, ANNOTATIONS_TABLE, MANIFEST_TABLE):
+        pd.testing.assert_frame_equal(pd.read_parquet(local / table), pd.read_parquet(dask / table))
+    files = _files(local)
+    assert set(files) == set(_files(dask))
+    assert any(name.endswith(".png") for name in files) and any(name.endswith(".txt") for name in files)
+    for name, path in files.items():
+        if name.endswith((".png", ".txt")):
+            assert path.read_bytes() == (dask / name).read_bytes(), name
