@@ -8,9 +8,15 @@ never holds `champion` (nor `approved-candidate`)" cannot rest on the order of e
    after setting it;
 3. the lock is a registered model created for the occasion: creating a registered model is an atomic insert in
    every MLflow store (SQLite, PostgreSQL, or a server in front of either), so it holds across processes and
-   machines that share the registry. A lock left by a crashed holder is broken after `lock_stale_after_s`.
+   machines that share the registry. A lock left by a crashed holder is broken after `lock_stale_after_s`, or at
+   once when the holder was a process on this machine that no longer runs.
 Even if a lock were broken under a live holder, (1) and the re-check in (2) keep failed versions off the protected
 aliases: the lock orders the audit log, the tags guard the invariant.
+
+A registration killed half way leaves a version tagged `cordwatch.registration: in-progress` (written in the
+creating call, like its gates): no alias ever moves to it, and registering the same inputs again completes that
+version instead of adding another (`pipelines.register.run`). Registering other inputs deletes it once its creator
+is known dead (`clear_abandoned`): nothing refers to it, no alias, no audit entry, no card.
 
 Who did what is kept twice: on the version (`cordwatch.signoff.*` tags: who approved, when, why) and in an
 append-only audit log of registered-model tags `cordwatch.audit.NNNNNN` (a JSON entry each, never overwritten; a
@@ -31,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.register.gates import GateOutcome
@@ -49,6 +56,11 @@ TAG_PREFIX = "cordwatch."
 GATE_PREFIX = "cordwatch.gate."  # one tag per gate: "<pass|warn|fail>: <reason>"
 VERDICT_TAG = "cordwatch.gates"  # pass | fail: all gates together
 COMPARED_TAG = "cordwatch.gates.champion_version"  # the champion the non-inferiority gate compared with ("" none)
+REGISTRATION_TAG = "cordwatch.registration"  # IN_PROGRESS from creation until its card is written, then COMPLETE
+REGISTRATION_KEY_TAG = "cordwatch.registration.key"  # what the version registers, hashed (run.registration_key)
+REGISTRATION_PROCESS_TAG = "cordwatch.registration.process"  # who created it (`process_identity`)
+IN_PROGRESS, COMPLETE = "in-progress", "complete"  # versions from before this tag have none: complete
+ABANDONED = "abandoned"  # half-registered, its creator dead, and the registry refused to delete it
 SIGNOFF_PREFIX = "cordwatch.signoff."
 AUDIT_PREFIX = "cordwatch.audit."
 REQUIRED_GATES: tuple[str, ...] = (
@@ -112,6 +124,28 @@ def actor_identity() -> str:
     return f"{who} (registry user {login})" if login else who
 
 
+def process_identity(pid: int) -> str | None:
+    """Which process `pid` is, machine-wide: host, boot, PID namespace, pid and start time (a reused pid reads as
+    another process); None when it does not run, or off Linux."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]  # field 22, starttime
+    except (OSError, IndexError):
+        return None
+    return f"{socket.gethostname()}|{boot}|{namespace}|{pid}|{start}"
+
+
+def holder_died(process: str) -> bool:
+    """Whether a lock holder recorded as `process` (`process_identity`) ran on this machine, in this PID namespace,
+    and runs no more. A holder elsewhere, or unknown, is alive as far as we can tell: only staleness breaks it."""
+    mine = process_identity(os.getpid())
+    parts = process.split("|")
+    if mine is None or len(parts) != 5 or not parts[3].isdigit() or mine.split("|")[:3] != parts[:3]:
+        return False
+    return process_identity(int(parts[3])) != process
+
+
 @dataclass
 class PromotionLock:
     """An exclusive lock on a registered model's aliases, held as a registered model named `<model>.promotion-lock`.
@@ -145,11 +179,16 @@ class PromotionLock:
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait_s
+        process = process_identity(os.getpid()) or ""
         while True:
             try:
                 self.client.create_registered_model(
                     self.name,
-                    tags={"cordwatch.lock.token": self.token, "cordwatch.lock.owner": self.owner},
+                    tags={
+                        "cordwatch.lock.token": self.token,
+                        "cordwatch.lock.owner": self.owner,
+                        "cordwatch.lock.process": process,
+                    },
                     description=LOCK_DESCRIPTION.format(model=self.model, owner=self.owner, since=_now_iso()),
                 )
                 return
@@ -160,10 +199,11 @@ class PromotionLock:
                     raise RegistryError(f"cannot take the promotion lock {self.name}: {exc}") from exc
             holder = self._holder()
             if holder is not None:
-                token, owner, created_ms = holder
+                token, owner, created_ms, held_by = holder
                 age = time.time() - created_ms / 1000
-                if age > self.stale_after_s:
-                    self._break(token, owner, age)
+                died = bool(held_by) and holder_died(held_by)  # killed holding it: no need to wait for staleness
+                if died or age > self.stale_after_s:
+                    self._break(token, owner, age, died)
                     continue
                 if time.monotonic() > deadline:
                     raise RegistryError(
@@ -180,7 +220,7 @@ class PromotionLock:
             return
         self.client.delete_registered_model(self.name)
 
-    def _holder(self) -> tuple[str, str, int] | None:
+    def _holder(self) -> tuple[str, str, int, str] | None:
         try:
             lock = self.client.get_registered_model(self.name)
         except Exception as exc:
@@ -188,10 +228,12 @@ class PromotionLock:
                 return None
             raise RegistryError(f"cannot read the promotion lock {self.name}: {exc}") from exc
         tags = lock.tags or {}
-        return tags.get("cordwatch.lock.token", ""), tags.get("cordwatch.lock.owner", "?"), lock.creation_timestamp
+        token, owner = tags.get("cordwatch.lock.token", ""), tags.get("cordwatch.lock.owner", "?")
+        return token, owner, lock.creation_timestamp, tags.get("cordwatch.lock.process", "")
 
-    def _break(self, token: str, owner: str, age: float) -> None:
-        """Delete a stale lock, only if it is still the one judged stale (re-read just before deleting)."""
+    def _break(self, token: str, owner: str, age: float, died: bool = False) -> None:
+        """Delete a stale lock (or one whose holder died), only if it is still the one judged so (re-read just before
+        deleting)."""
         holder = self._holder()
         if holder is None or holder[0] != token:
             return
@@ -201,7 +243,11 @@ class PromotionLock:
             if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 raise RegistryError(f"cannot break the stale promotion lock {self.name}: {exc}") from exc
             return
-        message = f"broke a stale promotion lock held by {owner} for {age:.0f} s"
+        message = (
+            f"broke the promotion lock of {owner}, which died holding it (taken {age:.0f} s ago)"
+            if died
+            else f"broke a stale promotion lock held by {owner} for {age:.0f} s"
+        )
         log.warning(message)
         self.broken.append(message)
 
@@ -261,6 +307,30 @@ class Registry:
             raise RegistryError(f"cannot list versions of {self.name}: {exc}") from exc
         return sorted(found, key=lambda v: int(v.version))
 
+    def registered_as(self, key: str) -> ModelVersion | None:
+        """The newest version created with registration key `key` (`REGISTRATION_KEY_TAG`), or None."""
+        found = [v for v in self.versions() if (v.tags or {}).get(REGISTRATION_KEY_TAG) == key]
+        return found[-1] if found else None
+
+    def clear_abandoned(self, keep: str) -> list[str]:
+        """Delete the half-registered versions, other than those of registration key `keep` (a re-run finishes
+        those), whose creating process died on this machine; where the registry refuses the delete (a user without
+        MANAGE on a server), tag them abandoned. A version whose creator may be alive is left to it. Returns them."""
+        cleared = []
+        for v in self.versions():
+            tags = v.tags or {}
+            if tags.get(REGISTRATION_TAG) != IN_PROGRESS or tags.get(REGISTRATION_KEY_TAG) == keep:
+                continue
+            if not holder_died(tags.get(REGISTRATION_PROCESS_TAG, "")):
+                continue
+            try:
+                self.client.delete_model_version(self.name, str(v.version))
+            except Exception as exc:
+                log.warning("cannot delete half-registered version %s (%s): tagging it abandoned", v.version, exc)
+                self.client.set_model_version_tag(self.name, str(v.version), REGISTRATION_TAG, ABANDONED)
+            cleared.append(str(v.version))
+        return cleared
+
     def aliases(self) -> dict[str, str]:
         """alias -> version for the registered model (empty if it does not exist yet)."""
         try:
@@ -296,6 +366,8 @@ class Registry:
         purpose, so it needs the gates and an earlier sign-off instead.
         """
         tags = self.version(version).tags or {}
+        if tags.get(REGISTRATION_TAG, COMPLETE) != COMPLETE:
+            return False, f"version {version} is half-registered (killed before its card): register again to finish it"
         ok, why = gate_verdict(tags)
         if not ok:
             return False, f"version {version} {why}"
@@ -373,12 +445,17 @@ class Registry:
     def record_registration(self, version: str) -> dict[str, str | None]:
         """After a version is created: `challenger` moves to it (if it is the newest), and `approved-candidate` too
         if its own tags say it passed every gate against the current champion. Returns the aliases it now holds.
+        Recording a version already recorded (a re-run after a crash that followed its audit entry) moves nothing.
         """
         held: dict[str, str | None] = {CHALLENGER: None, APPROVED: None}
+        if (self.version(version).tags or {}).get(REGISTRATION_TAG, COMPLETE) != COMPLETE:
+            raise RegistryError(f"version {version} is half-registered: no alias moves to it")
         lock = self._lock()
         with lock.held():
             self.checkpoint("locked")
             self._audit_breaks(lock)
+            if any(e.get("action") == "register" and e.get("version") == version for e in self.audit_log()):
+                return {alias: version if self.alias(alias) == version else None for alias in held}
             newest = max(int(v.version) for v in self.versions())
             champion = self.alias(CHAMPION)
             ok, why = self.eligible(version, champion)
@@ -489,7 +566,9 @@ class Registry:
                     "version": str(v.version),
                     "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
                     "aliases": ", ".join(sorted(by_version.get(str(v.version), []))),
-                    "gates": ("pass" if ok else "FAIL") + (f" ({'; '.join(flagged)})" if flagged else ""),
+                    "gates": ("pass" if ok else "FAIL")
+                    + (f" ({'; '.join(flagged)})" if flagged else "")
+                    + ("; HALF-REGISTERED" if tags.get(REGISTRATION_TAG, COMPLETE) != COMPLETE else ""),
                     "external mAP50": tags.get("cordwatch.external.map50", ""),
                     "sign-off": "; ".join(signed),
                 }

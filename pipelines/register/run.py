@@ -7,14 +7,20 @@ bootstrap with evaluate's own scorer), judges the gates, logs a `register-<profi
 model and the model card, creates the version with every gate outcome in the same call, and moves the aliases
 through `Registry.record_registration` (under the promotion lock). `champion` is never moved here: that needs a
 reviewer (`cordwatch approve`).
+
+Killed at any point, a re-run with the same inputs ends where an uninterrupted run would: the version is created
+`in-progress` under a key of what it registers (`registration_key`), so the re-run finds it and finishes it (card,
+description, aliases) instead of registering a copy, and a version already finished is only recorded, if it was not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -32,8 +38,20 @@ from pipelines.predict.reference import REFERENCE_FILE, training_reference
 from pipelines.progress import Progress, ProgressFn
 from pipelines.register import gates
 from pipelines.register.card import CardInputs, data_provenance, reader_protocol, render_card
+from pipelines.register.faults import crash_point
 from pipelines.register.pyfunc import log_detector
-from pipelines.register.registry import CHAMPION, Registry, RegistryError, gate_tags
+from pipelines.register.registry import (
+    CHAMPION,
+    COMPLETE,
+    IN_PROGRESS,
+    REGISTRATION_KEY_TAG,
+    REGISTRATION_PROCESS_TAG,
+    REGISTRATION_TAG,
+    Registry,
+    RegistryError,
+    gate_tags,
+    process_identity,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -46,6 +64,7 @@ PREDICTIONS_ARTIFACT = "evaluation/external_predictions.parquet"  # kept for lat
 VALIDATION_FILE = "external_validation.json"  # stored with the model: what prospective monitoring compares with
 CARD_ARTIFACTS = "model_card"
 EXTERNAL_SET_TAG = "cordwatch.external_set"  # fingerprint of the external images and their reference boxes
+CARD_FILES_TAG = "cordwatch.card_files"  # register run tag: the card's artifact paths (JSON), for a re-run's summary
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -281,6 +300,117 @@ def _description(
     return "\n".join(lines)
 
 
+def registration_key(params: Params, version_tags: dict[str, str]) -> str:
+    """What a version registers, hashed: the final weights, the settings stored with them, and every tag it is
+    created with (gates and the champion compared with, headline figures, lineage down to the training and
+    evaluation runs, the external set). Two registrations with one key would make two identical versions."""
+    digest = hashlib.sha256(hashlib.sha256(params.paths.final_weights.read_bytes()).digest())
+    imgsz = params.train.profile(params.profile).imgsz
+    settings = [imgsz, params.evaluate.operating_conf, list(params.ingest.clip_percentiles), params.predict.iou]
+    settings += [list(params.predict.uncertainty_band), params.predict.batch]
+    digest.update(json.dumps({"tags": version_tags, "settings": settings}, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def _finish_version(
+    params: Params,
+    client: MlflowClient,
+    metrics: dict[str, Any],
+    train_summary: dict[str, Any],
+    outcomes: list[gates.GateOutcome],
+    lineage: dict[str, str],
+    version: str,
+    run_id: str,
+    experiment_id: str,
+) -> list[str]:
+    """Inside the version's register run: its model card, then the description pointing at it. Safe to repeat (a
+    re-run after a kill overwrites the same artifacts). Returns the card's artifact paths."""
+    import mlflow
+
+    synthetic = bool(metrics.get("synthetic"))
+    card_files = _log_card(params, metrics, train_summary, outcomes, lineage, synthetic, version, run_id)
+    description = _description(metrics, outcomes, synthetic, experiment_id, run_id)
+    client.update_model_version(params.registry.model_name, version, description=description)
+    mlflow.set_tag("mlflow.note.content", description)
+    mlflow.set_tag(CARD_FILES_TAG, json.dumps(card_files))
+    return card_files
+
+
+def _new_version(
+    params: Params,
+    registry: Registry,
+    metrics: dict[str, Any],
+    train_summary: dict[str, Any],
+    outcomes: list[gates.GateOutcome],
+    lineage: dict[str, str],
+    external: ExternalSet,
+    predictions: pd.DataFrame,
+    experiment_id: str,
+    version_tags: dict[str, str],
+    tell: Callable[[int, str], None],
+) -> tuple[str, str, list[str]]:
+    """Log the register run (pyfunc model with monitoring's reference, the external predictions, the reports),
+    create the version with every tag in that one call, and finish it. Returns the version, run id and card files."""
+    import mlflow
+
+    paths, settings = params.paths, params.registry
+    synthetic = bool(metrics.get("synthetic"))
+    imgsz = params.train.profile(params.profile).imgsz
+    tell(2, "reading the training data into monitoring's reference")
+    reference = training_reference(
+        paths.ingested_dir, paths.splits_file, paths.final_weights, imgsz=imgsz, conf=params.evaluate.operating_conf,
+        iou=params.predict.iou, band=params.predict.uncertainty_band, batch=params.predict.batch,
+    )  # fmt: skip
+
+    tell(3, "logging the pyfunc model")
+    run_tags = {
+        **lineage_tags(params, paths.ingested_dir, synthetic),
+        **lineage,
+        "cordwatch.stage": STAGE,
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"register-{params.profile}", tags=run_tags) as run:
+        run_id = run.info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            reference_path = Path(tmp) / REFERENCE_FILE
+            reference.to_parquet(reference_path, index=False)
+            # What prospective monitoring compares a site's performance with (monitoring.prospective).
+            validation_path = Path(tmp) / VALIDATION_FILE
+            write_json(validation_path, external_validation(metrics))
+            info = log_detector(
+                paths.final_weights,
+                imgsz=imgsz,
+                conf=params.evaluate.operating_conf,
+                clip_percentiles=tuple(params.ingest.clip_percentiles),
+                name=MODEL_ARTIFACT,
+                extra_artifacts={"monitoring_reference": reference_path, "external_validation": validation_path},
+            )
+            external_ids = set(external.images["image_id"])
+            kept = Path(tmp) / "external_predictions.parquet"
+            predictions[predictions["image_id"].isin(external_ids)].to_parquet(kept, index=False)
+            mlflow.log_artifact(str(kept), artifact_path="evaluation")
+        for report in (paths.evaluation_metrics, paths.evaluation_report, paths.summary_file("train")):
+            mlflow.log_artifact(str(report), artifact_path="evaluation")
+
+        tell(4, "creating the version with its gates")
+        _ensure_registered_model(registry.client, settings.model_name)
+        version = registry.client.create_model_version(
+            settings.model_name,
+            source=info.model_uri,
+            run_id=run_id,
+            tags=version_tags,
+            description="Model card: being written (see the register run's model_card/ artifacts).",
+            model_id=info.model_id,
+        ).version
+        version = str(version)
+        crash_point("register:version-created")  # the worst moment to die: a version with no card, no aliases
+
+        tell(5, f"writing the model card of version {version}")
+        card_files = _finish_version(
+            params, registry.client, metrics, train_summary, outcomes, lineage, version, run_id, experiment_id
+        )
+    return version, run_id, card_files
+
+
 def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Register the evaluated final model as a new version of `registry.model_name`; return the summary also
     written to `reports/register/summary.json` (version, aliases it holds, gate outcomes, timings)."""
@@ -336,69 +466,38 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
         "cordwatch.evaluation_run_id": evaluation_run_id,
     }
 
-    imgsz = params.train.profile(params.profile).imgsz
-    tell(2, "reading the training data into monitoring's reference")
-    reference = training_reference(
-        paths.ingested_dir, paths.splits_file, paths.final_weights, imgsz=imgsz, conf=params.evaluate.operating_conf,
-        iou=params.predict.iou, band=params.predict.uncertainty_band, batch=params.predict.batch,
-    )  # fmt: skip
-
-    tell(3, "logging the pyfunc model")
-    run_tags = {
-        **lineage_tags(params, paths.ingested_dir, synthetic),
+    version_tags = {
+        **gate_tags(outcomes, champion),
+        **_headline_tags(metrics, train_summary),
         **lineage,
-        "cordwatch.stage": STAGE,
+        EXTERNAL_SET_TAG: external.fingerprint,
+        "cordwatch.synthetic_data": str(synthetic).lower(),
+        "cordwatch.profile": params.profile,
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"register-{params.profile}", tags=run_tags) as run:
-        run_id = run.info.run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            reference_path = Path(tmp) / REFERENCE_FILE
-            reference.to_parquet(reference_path, index=False)
-            # What prospective monitoring compares a site's performance with (monitoring.prospective).
-            validation_path = Path(tmp) / VALIDATION_FILE
-            write_json(validation_path, external_validation(metrics))
-            info = log_detector(
-                paths.final_weights,
-                imgsz=imgsz,
-                conf=params.evaluate.operating_conf,
-                clip_percentiles=tuple(params.ingest.clip_percentiles),
-                name=MODEL_ARTIFACT,
-                extra_artifacts={"monitoring_reference": reference_path, "external_validation": validation_path},
+    if champion is not None:
+        version_tags["cordwatch.gates.champion_boxes"] = champion_source
+    key = registration_key(params, version_tags)
+    abandoned = registry.clear_abandoned(key)  # killed registrations of other inputs
+    earlier = registry.registered_as(key)  # a run of these very inputs was killed, or this is a repeat
+    if earlier is None:
+        creating = {REGISTRATION_KEY_TAG: key, REGISTRATION_TAG: IN_PROGRESS}
+        creating[REGISTRATION_PROCESS_TAG] = process_identity(os.getpid()) or ""
+        version, run_id, card_files = _new_version(
+            params, registry, metrics, train_summary, outcomes, lineage, external, predictions, experiment_id,
+            {**version_tags, **creating}, tell,
+        )  # fmt: skip
+    elif (earlier.tags or {}).get(REGISTRATION_TAG, COMPLETE) != COMPLETE:  # in progress (or abandoned)
+        version, run_id = str(earlier.version), str(earlier.run_id)
+        tell(5, f"finishing version {version}, whose registration was killed half way")
+        with mlflow.start_run(run_id=run_id):  # the killed run, reopened: the card goes beside its model
+            card_files = _finish_version(
+                params, client, metrics, train_summary, outcomes, lineage, version, run_id, experiment_id
             )
-            external_ids = set(external.images["image_id"])
-            kept = Path(tmp) / "external_predictions.parquet"
-            predictions[predictions["image_id"].isin(external_ids)].to_parquet(kept, index=False)
-            mlflow.log_artifact(str(kept), artifact_path="evaluation")
-        for report in (paths.evaluation_metrics, paths.evaluation_report, paths.summary_file("train")):
-            mlflow.log_artifact(str(report), artifact_path="evaluation")
-
-        tell(4, "creating the version with its gates")
-        _ensure_registered_model(client, settings.model_name)
-        version_tags = {
-            **gate_tags(outcomes, champion),
-            **_headline_tags(metrics, train_summary),
-            **lineage,
-            EXTERNAL_SET_TAG: external.fingerprint,
-            "cordwatch.synthetic_data": str(synthetic).lower(),
-            "cordwatch.profile": params.profile,
-        }
-        if champion is not None:
-            version_tags["cordwatch.gates.champion_boxes"] = champion_source
-        version = client.create_model_version(
-            settings.model_name,
-            source=info.model_uri,
-            run_id=run_id,
-            tags=version_tags,
-            description="Model card: being written (see the register run's model_card/ artifacts).",
-            model_id=info.model_id,
-        ).version
-        version = str(version)
-
-        tell(5, f"writing the model card of version {version}")
-        card_files = _log_card(params, metrics, train_summary, outcomes, lineage, synthetic, version, run_id)
-        description = _description(metrics, outcomes, synthetic, experiment_id, run_id)
-        client.update_model_version(settings.model_name, version, description=description)
-        mlflow.set_tag("mlflow.note.content", description)
+    else:  # finished before: only its aliases may be missing (killed before or inside record_registration)
+        version, run_id = str(earlier.version), str(earlier.run_id)
+        card_files = json.loads(client.get_run(run_id).data.tags.get(CARD_FILES_TAG, "[]"))
+    if (client.get_model_version(settings.model_name, version).tags or {}).get(REGISTRATION_TAG, COMPLETE) != COMPLETE:
+        client.set_model_version_tag(settings.model_name, version, REGISTRATION_TAG, COMPLETE)  # card written
 
     tell(6, "moving aliases under the promotion lock")
     held = registry.record_registration(version)
@@ -409,6 +508,7 @@ def run_register(params: Params, *, progress: ProgressFn | None = None) -> dict[
         "gates": {o.name: {"status": o.status, "reason": o.reason} for o in outcomes},
         "passed": all(o.passed for o in outcomes),
         "champion_compared": champion,
+        "abandoned_versions_cleared": abandoned,
         "run_id": run_id,
         "card": card_files,
         "seconds": round(time.perf_counter() - start, 1),
@@ -439,4 +539,10 @@ def open_registry(params: Params) -> Registry:
             raise RegistryError(f"the registry at {uri} is unreachable: {getattr(exc, 'reason', exc)}") from exc
     settings = params.registry
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    return Registry(client, settings.model_name, settings.lock_wait_s, settings.lock_stale_after_s)
+    return Registry(
+        client,
+        settings.model_name,
+        settings.lock_wait_s,
+        settings.lock_stale_after_s,
+        checkpoint=lambda step: crash_point(f"registry:{step}"),
+    )

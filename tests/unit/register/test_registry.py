@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import random
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,12 +25,17 @@ from pipelines.register.registry import (
     AUDIT_PREFIX,
     CHALLENGER,
     CHAMPION,
+    COMPLETE,
+    IN_PROGRESS,
+    REGISTRATION_TAG,
     REQUIRED_GATES,
     PromotionLock,
     Registry,
     RegistryError,
     gate_tags,
     gate_verdict,
+    holder_died,
+    process_identity,
 )
 
 NAME = "cordwatch-detector"
@@ -167,6 +173,63 @@ def test_audit_entries_are_appended_never_rewritten(uri: str) -> None:
     keys = sorted(k for k in tags if k.startswith(AUDIT_PREFIX))
     assert keys == [f"{AUDIT_PREFIX}{i:06d}" for i in (1, 2, 3)]
     assert all(json.loads(tags[k])["action"] == "register" for k in keys)
+
+
+def test_a_half_registered_version_gets_no_alias_and_a_recorded_one_is_not_recorded_twice(uri: str) -> None:
+    """A registration killed after creating its version (tagged in-progress in that call) left it without a card:
+    nothing may promote it. Recording a version twice (a re-run after a kill that followed its audit entry) moves
+    nothing and logs nothing more."""
+    reg = _registry(uri)
+    tags = {**gate_tags(_outcomes(), None), REGISTRATION_TAG: IN_PROGRESS}
+    half = str(_client(uri).create_model_version(NAME, source="file:///nowhere", tags=tags).version)
+    with pytest.raises(RegistryError, match="half-registered: no alias moves to it"):
+        reg.record_registration(half)
+    with pytest.raises(RegistryError, match=f"version {half} is half-registered"):
+        reg.approve(half, "rev", "looks fine")
+    assert "HALF-REGISTERED" in reg.table()[0]["gates"]
+    assert reg.aliases() == {} and reg.audit_log() == []
+    reg.client.set_model_version_tag(NAME, half, REGISTRATION_TAG, COMPLETE)  # its card written
+    assert reg.record_registration(half) == {CHALLENGER: half, APPROVED: half}
+    assert reg.record_registration(half) == {CHALLENGER: half, APPROVED: half}
+    assert [e["action"] for e in reg.audit_log()] == ["register"]
+
+
+def test_a_lock_whose_holder_died_on_this_machine_is_broken_at_once(uri: str) -> None:
+    mine = process_identity(os.getpid())
+    assert mine is not None and not holder_died(mine)
+    host, boot, namespace, _, _ = mine.split("|")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = f"{host}|{boot}|{namespace}|{gone.pid}|1"
+    assert holder_died(dead)
+    assert holder_died(f"{host}|{boot}|{namespace}|{os.getpid()}|1")  # this pid, but another process (start time)
+    assert not holder_died(f"{host}|{boot}|pid:[1]|{gone.pid}|1")  # another PID namespace: cannot tell
+    assert not holder_died(f"otherhost|{boot}|{namespace}|{gone.pid}|1") and not holder_died("")
+    tags = {"cordwatch.lock.token": "t", "cordwatch.lock.owner": "crashed@host:1", "cordwatch.lock.process": dead}
+    _client(uri).create_registered_model(f"{NAME}.promotion-lock", tags=tags)
+    reg = _registry(uri, wait=2, stale=600)  # the lock is fresh: only its holder's death can break it
+    v1 = _new_version(uri, True)
+    assert reg.record_registration(v1) == {CHALLENGER: v1, APPROVED: v1}
+    log = reg.audit_log()
+    assert [e["action"] for e in log] == ["lock-broken", "register"] and "died holding it" in log[0]["note"]
+
+
+def test_half_registered_versions_of_other_inputs_are_cleared_once_their_creator_is_dead(uri: str) -> None:
+    mine = process_identity(os.getpid())
+    assert mine is not None
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = "|".join([*mine.split("|")[:3], str(gone.pid), "1"])
+
+    def half(key: str, creator: str) -> str:
+        tags = {**gate_tags(_outcomes(), None), REGISTRATION_TAG: IN_PROGRESS}
+        tags.update({"cordwatch.registration.key": key, "cordwatch.registration.process": creator})
+        return str(_client(uri).create_model_version(NAME, source="file:///nowhere", tags=tags).version)
+
+    killed, alive, same_inputs = half("old", dead), half("other", mine), half("now", dead)
+    reg = _registry(uri)
+    assert reg.clear_abandoned(keep="now") == [killed]
+    assert [str(v.version) for v in reg.versions()] == [alive, same_inputs]  # a live creator's and the re-run's own
 
 
 # --- the lock --------------------------------------------------------------------------------------------------
