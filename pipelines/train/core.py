@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -33,6 +34,8 @@ from pipelines.labels import reference_boxes
 from pipelines.settings import ExecutionParams
 from pipelines.train.params import TrainParams, TrainProfile
 from pipelines.train.yolo_data import build_view
+
+logger = logging.getLogger(__name__)  # not `log`: that is the epoch logger's parameter name here
 
 # The study's 5-fold cross-validation range of mAP50, for the side-by-side in the summary.
 STUDY_CV_MAP50 = (0.917, 0.970)
@@ -268,7 +271,11 @@ def _train_one_locked(
         weights = run_dir / saved["weights"]  # relative, so a run pulled from a DVC remote elsewhere still resolves
         return FoldResult(name, weights, run_dir, saved["epochs"], saved["metrics"], resumed=True)
     last = run_dir / "weights" / "last.pt"
-    resumed = last.is_file()
+    resumed = last.is_file() and not _all_epochs_saved(last)
+    if last.is_file() and not resumed:
+        # Killed after its last epoch was saved, before its marker (final validation, plots): ultralytics refuses to
+        # resume a finished run, so train the fold again; seeded and deterministic, it gives the same weights.
+        logger.warning("%s: killed after its last epoch, before it was recorded; training it again", name)
     model = YOLO(str(last) if resumed else params.model)
     if log is not None:
         model.add_callback("on_fit_epoch_end", _epoch_callback(name, log))
@@ -304,6 +311,16 @@ def _train_one_locked(
     saved = {"weights": weights.relative_to(run_dir).as_posix(), "epochs": epochs, "metrics": metrics}
     marker.write_text(json.dumps(saved, indent=2))
     return result
+
+
+def _all_epochs_saved(last: Path) -> bool:
+    """Whether the checkpoint `last.pt` holds a finished run: its final epoch (or stripped, epoch -1, as ultralytics
+    leaves a run it completed). Nothing is left to resume from it."""
+    from ultralytics.nn.tasks import torch_safe_load
+
+    checkpoint, _ = torch_safe_load(str(last))
+    epoch = int(checkpoint.get("epoch", -1))
+    return epoch < 0 or epoch + 1 >= int(checkpoint.get("train_args", {}).get("epochs", 0))
 
 
 # Set in each worker process by `_init_worker`: where its fold's events go (a queue read by the parent), and the
