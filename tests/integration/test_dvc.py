@@ -11,10 +11,13 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from prefect.settings import PREFECT_API_URL
+from prefect.testing.utilities import prefect_test_harness
 
 from pipelines.lineage import dvc_hash
 from tests.conftest import REPO
@@ -102,7 +105,16 @@ def _check_shared_code_and_input_folder(repo: Path) -> None:
     assert _changed_stages(repo) == set()
 
 
-def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path) -> None:
+@pytest.fixture
+def prefect_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One Prefect server for every stage `dvc repro` runs: each `cordwatch <stage>` would otherwise start and stop a
+    temporary server of its own (about 12 s a stage on 2 cores), as a user without `PREFECT_API_URL` pays."""
+    with prefect_test_harness(server_startup_timeout=120):
+        monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+        yield
+
+
+def test_dvc_repro_reruns_only_what_changed_and_push_pull(tmp_path: Path, prefect_api: None) -> None:
     repo = _copy_repo(tmp_path / "repo")
     _set_param(repo, "", "profile", "ci")
     _set_param(repo, "evaluate", "bootstrap_resamples", 200)  # keeps the evaluate stage quick
