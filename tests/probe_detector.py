@@ -54,7 +54,7 @@ def _write(split_dir: Path, name: str, p: Probe) -> None:
 
 
 def train_probe_detector(
-    workdir: Path, params: SynthParams, *, images: int = 200, epochs: int = 40, batch: int = 8, first_seed: int = 1000
+    workdir: Path, params: SynthParams, *, images: int = 200, epochs: int = 30, batch: int = 8, first_seed: int = 1000
 ) -> ProbeDetector:
     """Train on `images` phantoms (seeds first_seed..; levels cycling over C2-C3..C7-T1 and none; grades 2 and 3)."""
     from ultralytics import YOLO
