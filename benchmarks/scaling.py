@@ -1,11 +1,10 @@
 """What one machine handles: studies per hour ingested, predicted and monitored, here and on a 2-worker Dask cluster.
 
-    .venv/bin/python benchmarks/scaling.py [--model URI] [--workers 2] [--copies 1]
+    .venv/bin/python benchmarks/scaling.py [--model URI] [--workers 2] [--patients 800]
 
-Needs the SYNTHETIC cohort (`make demo` or `cordwatch synth`) and a model (default: the registry's version 1, as
-`make demo` leaves it; a `.pt` file works too). Each stage reads the whole cohort (`paths.synth_dir/dicom`, both
-sites; `--copies N` reads it N times under distinct folders, so the ingest journal and the monitoring store see new
-studies) with the stage's own entry point:
+Needs a model (default: the registry's version 1, as `make demo` leaves it; a `.pt` file works too). It generates a
+SYNTHETIC cohort of `--patients` patients (the demo profile's site mix and matrix size; not timed) and each stage
+reads all of it with the stage's own entry point:
 - ingest: `run_ingest` into a fresh folder (de-identification, checks, PNGs, tables; no annotations);
 - predict: `run_predict` quick mode, JSON results and overlays, no DICOM SR (`predict.dicom_results` off: the SR
   costs about 0.2 s a study in pure Python, README "Explainable inference");
@@ -36,13 +35,18 @@ from pipelines.predict.run import run_predict
 from pipelines.settings import ExecutionParams
 
 
-def cohort_copies(source: Path, copies: int, into: Path) -> Path:
-    """`copies` symlinked copies of the cohort's site folders under `into` (distinct paths, same files)."""
-    for i in range(copies):
-        for site in source.iterdir():
-            (into / f"copy{i}").mkdir(parents=True, exist_ok=True)
-            (into / f"copy{i}" / site.name).symlink_to(site.resolve(), target_is_directory=True)
-    return into
+def write_cohort(params: Params, patients: int, into: Path) -> Path:
+    """A SYNTHETIC cohort of `patients` (the demo's site mix and matrix size) under `into`; its DICOM folder."""
+    from pipelines.synth.params import SynthProfile
+    from pipelines.synth.run import run_synth
+
+    demo = params.synth.profile("demo")
+    share = {site: n / sum(demo.patients.values()) for site, n in demo.patients.items()}
+    sized = SynthProfile(patients={site: max(1, round(patients * f)) for site, f in share.items()},
+                         matrix_scale=demo.matrix_scale)  # fmt: skip
+    synth = params.synth.model_copy(update={"profiles": {**params.synth.profiles, "scaling": sized}})
+    run_synth(params.model_copy(update={"profile": "scaling", "synth": synth}), into)
+    return into / "dicom"
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -76,13 +80,13 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--model", default="models:/cordwatch-detector/1")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--copies", type=int, default=1)
+    ap.add_argument("--patients", type=int, default=800, help="SYNTHETIC patients generated (one study each)")
     args = ap.parse_args()
     params = load_params(args.params)
     runtime.configure(params.paths.state_dir)
     tmp = Path(tempfile.mkdtemp(prefix="cordwatch-scaling-"))
     try:
-        source = cohort_copies(params.paths.synth_dir / "dicom", args.copies, tmp / "cohort")
+        source = write_cohort(params, args.patients, tmp / "cohort")
         studies = len(group_by_study(source))
         files = sum(1 for p in source.rglob("*") if p.is_file())
         with prefect_test_harness(server_startup_timeout=120):  # one Prefect server for both sides, not timed
