@@ -29,7 +29,6 @@ from pipelines.predict.run import run_predict
 
 STAGE = "demo"
 PREDICTED_STUDIES = 3  # external-site studies shown in each mode
-DRIFT_BATCH = 25  # studies per monitoring batch: one window each at monitor.window_size 25
 
 
 def _some_studies(site_dir: Path, out: Path, n: int) -> Path:
@@ -75,10 +74,10 @@ def demo_flow(params: Params) -> dict[str, Any]:
     scenario = load_scenarios(base=params.synth)["new_scanner"]
     scale = params.synth.profile(params.profile).matrix_scale
     stream_dir = params.paths.monitoring_dir.parent / "demo-stream"
+    window = params.monitor.window_size  # one batch per window: the unchanged one quiet, the new scanner's alerting
     stream = generate_stream(
-        params.synth, scenario, stream_dir, before=DRIFT_BATCH, after=DRIFT_BATCH, batch=DRIFT_BATCH, seed=7,
-        matrix_scale=scale,
-    )  # fmt: skip
+        params.synth, scenario, stream_dir, before=window, after=window, batch=window, seed=7, matrix_scale=scale
+    )
     alerts: list[dict[str, Any]] = []
     for batch in stream:
         alerts += run_monitor(params, batch.dicom, model_uri=model_uri)["alerts"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
@@ -29,6 +30,9 @@ def test_demo_from_a_clean_folder_then_a_cached_retrain(tmp_path: Path, monkeypa
     root = tmp_path / "fresh"
     root.mkdir()
     params_file = write_ci_params(root)
+    raw = yaml.safe_load(params_file.read_text())
+    raw["monitor"]["window_size"] = 10  # the demo monitors two windows of new studies: 2 x 10, not 2 x 25
+    params_file.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("CORDWATCH_PSEUDONYM_KEY", PSEUDONYM_KEY)
     monkeypatch.chdir(root)
     with prefect_test_harness(server_startup_timeout=120), mlflow_uris_kept():
