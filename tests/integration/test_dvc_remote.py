@@ -147,7 +147,7 @@ def moto_s3(workdir: Path, startup_timeout_s: float = 30.0) -> Iterator[str]:
     if binary.is_file():
         cmd = [str(binary)]
     else:
-        pytest.importorskip("moto.server", reason="moto[server] is not installed")
+        pytest.importorskip("moto.server", reason="moto is not installed")
         cmd = [sys.executable, "-m", "moto.server"]
     port = free_port()
     url = f"http://{LOCALHOST}:{port}"
