@@ -66,7 +66,8 @@ def dask_task_runner(execution: ExecutionParams) -> Any:
 
 
 def workers_of(execution: ExecutionParams) -> int:
-    """How many workers the engine offers (for chunking); a remote cluster is asked when the flow runs."""
+    """How many workers the items are chunked for: `n_workers`, also with a scheduler `address` (set it to that
+    cluster's worker count; the cluster is not asked)."""
     return execution.n_workers
 
 

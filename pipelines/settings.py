@@ -97,7 +97,7 @@ class ExecutionParams(StrictModel):
 
     engine: Literal["local", "dask"] = "local"
     address: str | None = None  # a running Dask scheduler (tcp://host:8786); None: a LocalCluster on this machine
-    n_workers: int = Field(2, ge=1)  # LocalCluster only: worker processes
+    n_workers: int = Field(2, ge=1)  # LocalCluster: worker processes; with `address`: its workers, for chunking
     threads_per_worker: int = Field(1, ge=1)  # LocalCluster only: torch takes its own threads inside each task
     chunks_per_worker: int = Field(4, ge=1)  # studies/files go out in this many chunks per worker (fewer task runs)
 
